@@ -1,0 +1,35 @@
+//! Ward wire types: the JSON bodies of the HTTP API under `/v1`, the WebSocket frames, the
+//! identifiers and the one error shape.
+//!
+//! This crate does no I/O and holds no logic beyond parsing and validating its own types, so
+//! the server, the client SDK and the CLI agree on one definition. Binary fields (MLS
+//! messages, keys, signatures) travel as standard base64 strings, see [`Bytes`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod api;
+mod bytes;
+mod error;
+mod ids;
+mod names;
+mod ws;
+
+pub use api::*;
+pub use bytes::Bytes;
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use ids::{ConversationId, DeviceId, MessageId, UserId};
+pub use names::{NameError, Role, Username};
+pub use ws::{ClientFrame, ServerEvent};
+
+/// Largest MLS message the delivery service accepts, in bytes (base64 excluded).
+///
+/// Post-quantum commits at 1,000 members exceed 1 MB (DESIGN.md §3), so this leaves room.
+pub const MAX_MLS_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest KeyPackage accepted. X-Wing KeyPackages are about 1.3 KB.
+pub const MAX_KEY_PACKAGE_BYTES: usize = 16 * 1024;
+/// Most KeyPackages accepted in one upload.
+pub const MAX_KEY_PACKAGES_PER_UPLOAD: usize = 200;
+/// Most members named when a conversation is created.
+pub const MAX_CONVERSATION_MEMBERS: usize = 2_000;
+/// Below this many one-time KeyPackages the server tells a device to upload more.
+pub const KEY_PACKAGE_LOW_WATERMARK: u64 = 10;

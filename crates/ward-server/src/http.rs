@@ -1,0 +1,141 @@
+//! The HTTP layer: routes, extractors and the OpenAPI description. Handlers only translate
+//! between HTTP and [`crate::service`]; no logic lives here.
+
+mod handlers;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ward_proto::ErrorCode;
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::metrics::HttpLabels;
+use crate::ratelimit::{LimitState, Limiters};
+use crate::service::{AuthSession, Services};
+
+pub use handlers::ApiDoc;
+
+/// JSON body extractor whose rejections use the API's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+/// Path extractor with the API's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+/// Query extractor with the API's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "request body must be JSON with Content-Type: application/json",
+            ),
+            _ => ApiError::invalid(r.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::invalid(format!("invalid path parameter: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::invalid(format!("invalid query parameter: {}", r.body_text()))
+    }
+}
+
+impl FromRequestParts<Arc<Services>> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, services: &Arc<Services>) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 128)
+            .ok_or_else(|| ApiError::unauthenticated("Authorization header must be 'Bearer <token>'"))?;
+        services.authenticate(token).await
+    }
+}
+
+/// Build the router with every route and middleware.
+pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
+    let limit_state = LimitState { limiters: Arc::new(Limiters::new(limits)), services: services.clone() };
+    Router::new()
+        .route("/v1/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/openapi.json", get(handlers::openapi))
+        .route("/v1/server", get(handlers::server_info))
+        .route("/v1/enroll", post(handlers::enroll))
+        .route("/v1/login", post(handlers::login))
+        .route("/v1/logout", post(handlers::logout))
+        .route("/v1/me", get(handlers::me))
+        .route("/v1/devices", get(handlers::my_devices))
+        .route("/v1/devices/{device_id}/revoke", post(handlers::revoke_my_device))
+        .route("/v1/devices/me/key-packages", get(handlers::key_package_stock).post(handlers::upload_key_packages))
+        .route("/v1/revocations", get(handlers::revocations))
+        .route("/v1/users/{username}", get(handlers::directory))
+        .route("/v1/users/{username}/key-packages/claim", post(handlers::claim_key_packages))
+        .route("/v1/conversations", get(handlers::list_conversations).post(handlers::create_conversation))
+        .route("/v1/conversations/{conversation_id}", get(handlers::get_conversation))
+        .route("/v1/conversations/{conversation_id}/envelopes", post(handlers::send_envelope))
+        .route("/v1/conversations/{conversation_id}/messages/{seq}/status", get(handlers::message_status))
+        .route("/v1/conversations/{conversation_id}/commits", get(handlers::commit_log))
+        .route("/v1/sync", get(handlers::sync))
+        .route("/v1/sync/ack", post(handlers::ack))
+        .route("/v1/receipts/read", post(handlers::read_receipts))
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/admin/users", get(handlers::admin_list_users).post(handlers::admin_create_user))
+        .route("/v1/admin/users/{username}/suspend", post(handlers::admin_suspend_user))
+        .route("/v1/admin/users/{username}/reactivate", post(handlers::admin_reactivate_user))
+        .route("/v1/admin/users/{username}/enrollment-code", post(handlers::admin_reissue_code))
+        .route("/v1/admin/devices", get(handlers::admin_list_devices))
+        .route("/v1/admin/devices/{device_id}/revoke", post(handlers::admin_revoke_device))
+        .route("/v1/admin/audit", get(handlers::admin_audit))
+        .route("/v1/admin/audit/verify", get(handlers::admin_audit_verify))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::InvalidRequest, "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(limit_state, crate::ratelimit::limit))
+        .layer(middleware::from_fn_with_state(services.clone(), count_requests))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::new(ErrorCode::Internal, "internal server error; see the server log").into_response()
+        }))
+        .with_state(services)
+}
+
+async fn count_requests(State(services): State<Arc<Services>>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    let status = format!("{}xx", resp.status().as_u16() / 100);
+    services.metrics.http_requests.get_or_create(&HttpLabels { method, status }).inc();
+    resp
+}

@@ -1,0 +1,150 @@
+//! The delivery hub: live WebSocket connections per device on this node.
+//!
+//! Each event is serialised once and the same bytes are handed to every recipient
+//! connection. Queues are bounded: a connection that falls `QUEUE_DEPTH` events behind is
+//! dropped, and its client catches up through cursor-based sync after reconnecting, so a slow
+//! phone never holds memory hostage and nothing acknowledged is lost (the store has it).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use ward_proto::{DeviceId, ServerEvent};
+
+/// Events buffered per connection before it is considered too slow.
+pub const QUEUE_DEPTH: usize = 1024;
+
+type Sender = mpsc::Sender<Utf8Bytes>;
+
+/// Live connections of this node.
+#[derive(Default)]
+pub struct Hub {
+    // std Mutex: never held across an await.
+    connections: Mutex<HashMap<DeviceId, Vec<(u64, Sender)>>>,
+    next_id: AtomicU64,
+    dropped_slow: AtomicU64,
+}
+
+/// A subscription; unsubscribes when dropped.
+pub struct Subscription<'a> {
+    hub: &'a Hub,
+    device: DeviceId,
+    id: u64,
+    /// Serialised events for this connection.
+    pub events: mpsc::Receiver<Utf8Bytes>,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.hub.remove(self.device, self.id);
+    }
+}
+
+impl Hub {
+    /// Register a connection of `device`.
+    pub fn subscribe(&self, device: DeviceId) -> Subscription<'_> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().entry(device).or_default().push((id, tx));
+        Subscription { hub: self, device, id, events: rx }
+    }
+
+    /// Serialise `event` once and queue it for every connection of every device in `to`.
+    pub fn publish(&self, to: &[DeviceId], event: &ServerEvent) {
+        if to.is_empty() {
+            return;
+        }
+        let text: Utf8Bytes = match serde_json::to_string(event) {
+            Ok(s) => s.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialise an event");
+                return;
+            }
+        };
+        let mut map = self.lock();
+        for device in to {
+            if let Some(conns) = map.get_mut(device) {
+                conns.retain(|(_, tx)| match tx.try_send(text.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(device_id = %device, "dropping a slow connection; it will resync");
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+                if conns.is_empty() {
+                    map.remove(device);
+                }
+            }
+        }
+    }
+
+    /// Tell every connection of `device` its session ended, then drop them.
+    pub fn end_device(&self, device: DeviceId, reason: &str) {
+        self.publish(&[device], &ServerEvent::SessionEnded { reason: reason.to_owned() });
+        self.lock().remove(&device);
+    }
+
+    /// Devices with a live connection on this node.
+    pub fn connected_devices(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Connections dropped for being slow, since start.
+    pub fn dropped_slow(&self) -> u64 {
+        self.dropped_slow.load(Ordering::Relaxed)
+    }
+
+    fn remove(&self, device: DeviceId, id: u64) {
+        let mut map = self.lock();
+        if let Some(conns) = map.get_mut(&device) {
+            conns.retain(|(i, _)| *i != id);
+            if conns.is_empty() {
+                map.remove(&device);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<(u64, Sender)>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn publishes_to_each_connection_and_unsubscribes() {
+        let hub = Hub::default();
+        let d = DeviceId::random();
+        let mut a = hub.subscribe(d);
+        let mut b = hub.subscribe(d);
+        hub.publish(&[d, DeviceId::random()], &ServerEvent::SessionEnded { reason: "x".into() });
+        assert!(a.events.recv().await.unwrap().as_str().contains("session_ended"));
+        assert!(b.events.recv().await.unwrap().as_str().contains("session_ended"));
+        drop(a);
+        drop(b);
+        assert_eq!(hub.connected_devices(), 0);
+    }
+
+    #[tokio::test]
+    async fn slow_connection_is_dropped() {
+        let hub = Hub::default();
+        let d = DeviceId::random();
+        let mut sub = hub.subscribe(d);
+        let ev = ServerEvent::SessionEnded { reason: "x".into() };
+        for _ in 0..QUEUE_DEPTH + 1 {
+            hub.publish(&[d], &ev);
+        }
+        assert_eq!(hub.dropped_slow(), 1);
+        let mut n = 0;
+        while sub.events.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, QUEUE_DEPTH, "buffered events drain, then the channel closes");
+    }
+}

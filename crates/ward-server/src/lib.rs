@@ -1,0 +1,140 @@
+//! Ward server: the MLS Delivery Service (RFC 9420/9750) and the governance plane
+//! (identity, devices, audit) behind an HTTPS and WebSocket API.
+//!
+//! Layout: [`service`] holds the logic without HTTP (also used by the admin CLI); [`http`] is
+//! the thin axum layer; [`listener`] serves it over rustls; [`keys`] and [`tls`] manage the
+//! secrets at rest; [`hub`] pushes envelopes to connected devices.
+//!
+//! The server never sees message plaintext: envelopes carry opaque MLS ciphertext.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod keys;
+pub mod listener;
+pub mod metrics;
+pub mod ratelimit;
+pub mod service;
+pub mod tls;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ward_store::Store;
+
+pub use config::Config;
+pub use service::Services;
+
+/// Open the store named by a database URL (`sqlite://PATH` or `postgres://…`).
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let s = ward_store_postgres::PgStore::connect(url)
+            .await
+            .context("could not connect to PostgreSQL (check database_url and that the server runs)")?;
+        Ok(Arc::new(s))
+    } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = Path::new(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("could not create database directory {}", dir.display()))?;
+        }
+        let s = ward_store_sqlite::SqliteStore::open(path)
+            .await
+            .with_context(|| format!("could not open SQLite database {}", path.display()))?;
+        Ok(Arc::new(s))
+    } else {
+        anyhow::bail!("database URL must start with sqlite:// or postgres://")
+    }
+}
+
+/// A started server: its bound address, CA fingerprint (when TLS) and the task serving it.
+pub struct Running {
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    /// SHA-256 fingerprint of the local CA, when the generated TLS is in use.
+    pub ca_fingerprint: Option<String>,
+    /// The CA certificate PEM, when generated.
+    pub ca_pem: Option<String>,
+    /// Shared services.
+    pub services: Arc<Services>,
+    /// Completes when the server has shut down.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Start a server from configuration: open the store, initialise the organisation and keys,
+/// prepare TLS, bind, and serve until `shutdown` resolves.
+pub async fn start(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(clock::SystemClock), shutdown).await
+}
+
+/// [`start`] with a given clock (tests move time by hand).
+pub async fn start_with_clock(
+    config: &Config,
+    clock: Arc<dyn clock::Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("could not create data directory {}", config.data_dir.display()))?;
+    let master = Arc::new(
+        match std::env::var("WARD_MASTER_KEY") {
+            Ok(hex) => keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
+            Err(_) => keys::MasterKey::load_or_create(&config.master_key_file)?,
+        },
+    );
+    let store = open_store(&config.database_url).await?;
+    let services =
+        Services::start(store, master.clone(), &config.organisation_name, clock).await?;
+    let (tls_config, ca_fingerprint, ca_pem) = match &config.tls {
+        config::TlsMode::Generated => {
+            let m = tls::load_or_create(&config.data_dir.join("tls"), &master, &config.tls_hostnames)?;
+            (Some(m.server_config), Some(m.ca_fingerprint), Some(m.ca_pem))
+        }
+        config::TlsMode::Files { cert, key } => (Some(tls::from_pem_files(cert, key)?), None, None),
+        config::TlsMode::DangerousPlainHttp => (None, None, None),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(services.clone(), &config.limits);
+    let limits = listener::ServeLimits { max_connections: config.limits.max_connections, ..Default::default() };
+    let svc = services.clone();
+    let task = tokio::spawn(async move {
+        let ticker = tokio::spawn(background_jobs(svc.clone()));
+        let result = listener::serve(listener, tls_config, app, limits, shutdown).await;
+        ticker.abort();
+        // A checkpoint at shutdown pins the audit head, so truncation while stopped is caught.
+        if let Err(e) = svc.audit.checkpoint().await {
+            tracing::warn!(error = %e, "final audit checkpoint failed");
+        }
+        result
+    });
+    Ok(Running { addr, ca_fingerprint, ca_pem, services, task })
+}
+
+/// Periodic work: audit checkpoints and purging expired sessions.
+async fn background_jobs(services: Arc<Services>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        if let Err(e) = services.audit.checkpoint().await {
+            tracing::warn!(error = %e, "audit checkpoint failed");
+        }
+        let now = services.now();
+        let idle = now - time::Duration::seconds(services.policy().idle_timeout_secs as i64);
+        match services.store.purge_sessions(idle, now).await {
+            Ok(n) if n > 0 => tracing::info!(sessions = n, "expired sessions purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %error::error_chain(&e), "session purge failed"),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Server logic without HTTP: the HTTP handlers and the admin CLI both call these.
+//!
+//! Every operation takes the acting [`Actor`] (or a session) explicitly, checks what that
+//! actor may do, performs the change through the store, and records it in the audit log.
+
+mod audit;
+mod auth;
+mod delivery;
+mod directory;
+mod secrets;
+
+use std::sync::{Arc, RwLock};
+
+use time::OffsetDateTime;
+use ward_proto::{DeviceId, Role, UserId};
+use ward_store::{OrgPolicy, Organisation, Store, User};
+
+pub use audit::AuditLog;
+pub use auth::{AuthSession, hash_password_blocking, normalize_enrollment_code};
+pub use directory::{device_info, user_info};
+pub use secrets::{generate_enrollment_code, hash_token};
+
+use crate::clock::Clock;
+use crate::hub::Hub;
+use crate::keys::{MasterKey, ServerKeys};
+use crate::metrics::Metrics;
+
+/// Identity in the server's MLS basic credential when it acts as external sender
+/// (RFC 9420 §12.1.8.1), to propose removal of revoked devices.
+pub const EXTERNAL_SENDER_IDENTITY: &str = "ward-server";
+
+/// Who performs an operation, for authorization and the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The acting user; `None` for the server itself or the local admin CLI.
+    pub user_id: Option<UserId>,
+    /// The acting device.
+    pub device_id: Option<DeviceId>,
+    /// The acting role; the local CLI acts as `Admin` (it holds the database and master key).
+    pub role: Role,
+    /// `api` or `cli`, recorded in audit details.
+    pub via: &'static str,
+}
+
+impl Actor {
+    /// The local administration CLI.
+    pub fn cli() -> Self {
+        Self { user_id: None, device_id: None, role: Role::Admin, via: "cli" }
+    }
+    /// The server itself (background jobs).
+    pub fn system() -> Self {
+        Self { user_id: None, device_id: None, role: Role::Admin, via: "system" }
+    }
+}
+
+/// Shared server state and logic.
+pub struct Services {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Arc<ServerKeys>,
+    /// Master key for secrets at rest.
+    pub master: Arc<MasterKey>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Live connections of this node.
+    pub hub: Hub,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Audit log.
+    pub audit: AuditLog,
+    org: RwLock<Organisation>,
+}
+
+impl Services {
+    /// Initialise the organisation (first start) and load the server keys.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        organisation_name: &str,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<Services>> {
+        let org = store
+            .init_organisation(&Organisation {
+                name: organisation_name.to_owned(),
+                policy: OrgPolicy::default(),
+                created_at: clock.now(),
+            })
+            .await?;
+        let keys = Arc::new(ServerKeys::load_or_create(store.as_ref(), &master).await?);
+        let audit = AuditLog::new(store.clone(), keys.clone(), clock.clone());
+        Ok(Arc::new(Services {
+            store,
+            keys,
+            master,
+            clock,
+            hub: Hub::default(),
+            metrics: Metrics::default(),
+            audit,
+            org: RwLock::new(org),
+        }))
+    }
+
+    /// Now.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// The organisation policy in force.
+    pub fn policy(&self) -> OrgPolicy {
+        self.org.read().unwrap_or_else(|p| p.into_inner()).policy.clone()
+    }
+
+    /// The organisation name.
+    pub fn organisation_name(&self) -> String {
+        self.org.read().unwrap_or_else(|p| p.into_inner()).name.clone()
+    }
+
+    /// Replace the policy (stored, then cached).
+    pub async fn set_policy(&self, actor: &Actor, policy: OrgPolicy) -> crate::error::ApiResult<()> {
+        require_role(actor, &[Role::Admin])?;
+        self.store.set_policy(&policy).await?;
+        self.audit
+            .record(actor, "policy.change", None, serde_json::to_value(&policy).unwrap_or_default())
+            .await?;
+        self.org.write().unwrap_or_else(|p| p.into_inner()).policy = policy;
+        Ok(())
+    }
+
+    async fn user_or_404(&self, id: UserId) -> crate::error::ApiResult<User> {
+        self.store.user(id).await?.ok_or_else(|| crate::error::ApiError::not_found("user"))
+    }
+}
+
+/// Deny unless the actor has one of `roles`.
+pub fn require_role(actor: &Actor, roles: &[Role]) -> crate::error::ApiResult<()> {
+    if roles.contains(&actor.role) {
+        Ok(())
+    } else {
+        Err(crate::error::ApiError::forbidden(format!(
+            "the {} role may not do this",
+            actor.role
+        )))
+    }
+}

@@ -1,0 +1,324 @@
+//! Domain records as stored. Secrets arrive here already hashed or encrypted by the server.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use ward_proto::{
+    ConversationId, ConversationKind, DeviceId, DeviceStatus, EnvelopeKind, MessageId, Role,
+    UserId, UserStatus, Username,
+};
+
+/// Organisation-wide policy, stored as JSON so new keys need no migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrgPolicy {
+    /// A TOTP second factor is required at login.
+    pub mfa_required: bool,
+    /// Seconds without a request before a session ends.
+    pub idle_timeout_secs: u64,
+    /// Seconds after login before a session ends regardless of activity.
+    pub absolute_timeout_secs: u64,
+    /// Lifetime of an enrollment code in seconds.
+    pub enrollment_ttl_secs: u64,
+    /// Failed logins before the account locks.
+    pub max_failed_logins: u32,
+    /// How long a lock lasts, in seconds.
+    pub lockout_secs: u64,
+    /// Allowed MLS ciphersuites, default first.
+    pub ciphersuites: Vec<u16>,
+}
+
+/// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (draft post-quantum code point).
+pub const CIPHERSUITE_XWING: u16 = 0x004D;
+/// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 (RFC 9420).
+pub const CIPHERSUITE_X25519: u16 = 0x0001;
+
+impl Default for OrgPolicy {
+    fn default() -> Self {
+        Self {
+            mfa_required: true,
+            idle_timeout_secs: 15 * 60,
+            absolute_timeout_secs: 12 * 3600,
+            enrollment_ttl_secs: 72 * 3600,
+            max_failed_logins: 5,
+            lockout_secs: 15 * 60,
+            ciphersuites: vec![CIPHERSUITE_XWING, CIPHERSUITE_X25519],
+        }
+    }
+}
+
+/// The organisation running this server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Organisation {
+    /// Display name.
+    pub name: String,
+    /// Policy.
+    pub policy: OrgPolicy,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A user account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// Immutable id.
+    pub id: UserId,
+    /// Unique username.
+    pub username: Username,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// State.
+    pub status: UserStatus,
+    /// Argon2id PHC string, set at enrollment.
+    pub password_hash: Option<String>,
+    /// TOTP seed encrypted under the server master key.
+    pub totp_secret_enc: Option<Vec<u8>>,
+    /// Consecutive failed logins.
+    pub failed_logins: u32,
+    /// Login refused until then.
+    pub locked_until: Option<OffsetDateTime>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A one-time enrollment code, stored as a SHA-256 hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentCode {
+    /// SHA-256 of the code.
+    pub code_hash: [u8; 32],
+    /// Expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Id.
+    pub id: DeviceId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Label.
+    pub name: String,
+    /// MLS signature public key.
+    pub signature_key: Vec<u8>,
+    /// The organisation-signed credential, JSON of `ward_proto::DeviceCredential`.
+    pub credential: Vec<u8>,
+    /// State.
+    pub status: DeviceStatus,
+    /// Registration.
+    pub created_at: OffsetDateTime,
+    /// Revocation.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Last authenticated request.
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// A login session; the token itself is never stored, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// SHA-256 of the bearer token.
+    pub token_hash: [u8; 32],
+    /// User.
+    pub user_id: UserId,
+    /// Device the token is bound to.
+    pub device_id: DeviceId,
+    /// Login time.
+    pub created_at: OffsetDateTime,
+    /// Last use (for the idle timeout).
+    pub last_used_at: OffsetDateTime,
+    /// Absolute expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// What completing an enrollment writes, atomically.
+#[derive(Clone, Debug)]
+pub struct Enrollment {
+    /// The user enrolling.
+    pub user_id: UserId,
+    /// SHA-256 of the presented code; must equal the stored one and be unexpired.
+    pub code_hash: [u8; 32],
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Encrypted TOTP seed.
+    pub totp_secret_enc: Vec<u8>,
+    /// The first device.
+    pub device: Device,
+    /// The first session.
+    pub session: Session,
+    /// Now (the code must not be expired at this time).
+    pub now: OffsetDateTime,
+}
+
+/// A conversation (one MLS group) as the delivery service tracks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// Id.
+    pub id: ConversationId,
+    /// Kind.
+    pub kind: ConversationKind,
+    /// MLS ciphersuite.
+    pub ciphersuite: u16,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Highest assigned seq.
+    pub last_seq: u64,
+    /// Creator.
+    pub created_by: UserId,
+    /// For direct conversations: the two user ids sorted and joined, unique.
+    pub direct_key: Option<String>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A new conversation; the creator's user and device become its first members.
+#[derive(Clone, Debug)]
+pub struct NewConversation {
+    /// The conversation; `epoch` and `last_seq` are 0.
+    pub conversation: Conversation,
+    /// The creator's device (sole MLS member at epoch 0).
+    pub creator_device: DeviceId,
+}
+
+/// A member user of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// User.
+    pub user_id: UserId,
+    /// Username.
+    pub username: Username,
+}
+
+/// A device routed to in a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDevice {
+    /// Device.
+    pub device_id: DeviceId,
+    /// Owner.
+    pub user_id: UserId,
+}
+
+/// Membership changes a commit carries; applied with the commit or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct CommitChanges {
+    /// SHA-256 of the commit message, for the commit log.
+    pub commit_hash: [u8; 32],
+    /// Users joining.
+    pub add_users: Vec<UserId>,
+    /// Users leaving (all their devices stop receiving after this commit).
+    pub remove_users: Vec<UserId>,
+    /// Devices leaving.
+    pub remove_devices: Vec<DeviceId>,
+    /// The Welcome and the devices it is for.
+    pub welcome: Option<(Vec<u8>, Vec<DeviceId>)>,
+}
+
+/// An envelope to append.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Fresh server id.
+    pub message_id: MessageId,
+    /// Sender.
+    pub sender_user_id: UserId,
+    /// Sending device.
+    pub sender_device_id: DeviceId,
+    /// Idempotency id, unique per sending device and conversation.
+    pub client_message_id: uuid::Uuid,
+    /// Kind.
+    pub kind: EnvelopeKind,
+    /// Epoch claimed by the sender.
+    pub epoch: u64,
+    /// MLS message.
+    pub payload: Vec<u8>,
+    /// Acceptance time.
+    pub sent_at: OffsetDateTime,
+    /// For commits.
+    pub commit: Option<CommitChanges>,
+}
+
+/// An appended (or found) envelope.
+#[derive(Clone, Debug)]
+pub enum AppendOutcome {
+    /// Newly stored; durable.
+    Accepted {
+        /// The stored envelope.
+        envelope: ward_proto::Envelope,
+        /// Epoch after the append.
+        epoch: u64,
+        /// Device-addressed items created (Welcomes, removal notices).
+        inbox: Vec<(DeviceId, ward_proto::InboxItem)>,
+        /// Devices the envelope is routed to (active in the conversation, sender excluded).
+        recipients: Vec<DeviceId>,
+    },
+    /// The same client message id was accepted before; nothing stored now.
+    Duplicate {
+        /// Its id.
+        message_id: MessageId,
+        /// Its seq.
+        seq: u64,
+        /// The conversation's current epoch.
+        epoch: u64,
+    },
+}
+
+/// A batch for one device's sync.
+#[derive(Clone, Debug, Default)]
+pub struct SyncBatch {
+    /// Device-addressed items.
+    pub inbox: Vec<ward_proto::InboxItem>,
+    /// Conversation envelopes.
+    pub envelopes: Vec<ward_proto::Envelope>,
+    /// The limit cut the batch.
+    pub more: bool,
+}
+
+/// Kind of receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Device stored the message.
+    Delivered,
+    /// User read it on that device.
+    Read,
+}
+
+/// An event to add to the audit chain.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    /// Time.
+    pub at: OffsetDateTime,
+    /// Acting user.
+    pub actor_user_id: Option<UserId>,
+    /// Acting device.
+    pub actor_device_id: Option<DeviceId>,
+    /// Action name (`login.success`).
+    pub action: String,
+    /// Target id.
+    pub target: Option<String>,
+    /// Details (ids, sizes, reasons; never content).
+    pub details: serde_json::Value,
+}
+
+/// A signed checkpoint of the audit chain head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// Seq of the record the checkpoint covers.
+    pub seq: u64,
+    /// That record's hash, hex.
+    pub hash: String,
+    /// Ed25519 signature by the server's audit key over `audit::checkpoint_message`.
+    pub signature: Vec<u8>,
+    /// Time.
+    pub at: OffsetDateTime,
+}

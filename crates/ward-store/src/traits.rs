@@ -1,0 +1,196 @@
+//! The storage traits, one per aggregate, and [`Store`] which combines them.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use ward_proto::{
+    AuditRecord, CommitLogEntry, ConversationCursor, ConversationId, DeviceId, DeviceReceipt,
+    Envelope, UserId, UserStatus, Username,
+};
+
+use crate::{
+    AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, Conversation, Device,
+    Enrollment, EnrollmentCode, Member, MemberDevice, NewConversation, OrgPolicy, Organisation,
+    ReceiptKind, Session, StoreResult, SyncBatch, User,
+};
+
+/// The organisation and the server's encrypted secrets.
+#[async_trait]
+pub trait OrgStore {
+    /// The organisation, if initialised.
+    async fn organisation(&self) -> StoreResult<Option<Organisation>>;
+    /// Create the organisation unless one exists; returns the one that is stored either way.
+    async fn init_organisation(&self, org: &Organisation) -> StoreResult<Organisation>;
+    /// Replace the policy.
+    async fn set_policy(&self, policy: &OrgPolicy) -> StoreResult<()>;
+    /// A secret blob (already encrypted by the caller).
+    async fn secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Store `value` under `name` unless a value exists; returns the stored value, so
+    /// concurrent first starts of several nodes agree on one secret.
+    async fn put_secret_if_absent(&self, name: &str, value: &[u8]) -> StoreResult<Vec<u8>>;
+}
+
+/// User accounts and enrollment.
+#[async_trait]
+pub trait UserStore {
+    /// Create a pending user with an enrollment code. `Conflict("user")` if the name is taken.
+    async fn create_user(&self, user: &User, code: &EnrollmentCode) -> StoreResult<()>;
+    /// By id.
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// By username.
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>>;
+    /// All users ordered by username.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// The pending enrollment code of a user.
+    async fn enrollment_code(&self, user: UserId) -> StoreResult<Option<EnrollmentCode>>;
+    /// Replace the enrollment code (re-issue).
+    async fn set_enrollment_code(&self, user: UserId, code: &EnrollmentCode) -> StoreResult<()>;
+    /// Atomically: consume the code (must match and be unexpired, else `AlreadyConsumed`),
+    /// set password and TOTP seed, activate the user, register the device, open the session.
+    async fn complete_enrollment(&self, e: &Enrollment) -> StoreResult<()>;
+    /// Set the status; suspending also deletes every session of the user in the same
+    /// transaction. Returns the number of sessions deleted.
+    async fn set_user_status(&self, user: UserId, status: UserStatus) -> StoreResult<u64>;
+    /// Count a failed login; locks the account until `lock_until` when the count reaches
+    /// `max_failures`. Returns the new count.
+    async fn record_login_failure(
+        &self,
+        user: UserId,
+        max_failures: u32,
+        lock_until: OffsetDateTime,
+    ) -> StoreResult<u32>;
+    /// Reset the failure count and lock after a successful login.
+    async fn reset_login_failures(&self, user: UserId) -> StoreResult<()>;
+}
+
+/// Devices.
+#[async_trait]
+pub trait DeviceStore {
+    /// Register a device, optionally opening a session for it in the same transaction.
+    async fn create_device(&self, device: &Device, session: Option<&Session>) -> StoreResult<()>;
+    /// By id.
+    async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>>;
+    /// A user's devices, oldest first.
+    async fn devices_of_user(&self, user: UserId) -> StoreResult<Vec<Device>>;
+    /// All devices, oldest first.
+    async fn list_devices(&self) -> StoreResult<Vec<Device>>;
+    /// Revoke atomically: mark revoked, delete its sessions and KeyPackages, and stop routing
+    /// to it in every conversation. Returns false if it was not active.
+    async fn revoke_device(&self, id: DeviceId, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Ids of revoked devices.
+    async fn revoked_devices(&self) -> StoreResult<Vec<DeviceId>>;
+}
+
+/// Login sessions.
+#[async_trait]
+pub trait SessionStore {
+    /// Open a session.
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    /// By token hash.
+    async fn session(&self, token_hash: &[u8; 32]) -> StoreResult<Option<Session>>;
+    /// Record use of the session and of its device.
+    async fn touch_session(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> StoreResult<()>;
+    /// End one session. Returns false if there was none.
+    async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<bool>;
+    /// Delete sessions idle since before `idle_before` or expired before `now`.
+    async fn purge_sessions(
+        &self,
+        idle_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
+}
+
+/// The KeyPackage directory.
+#[async_trait]
+pub trait KeyPackageStore {
+    /// Add one-time packages and optionally replace the last-resort one.
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        one_time: &[Vec<u8>],
+        last_resort: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// Atomically take one one-time package (deleted), or else return the last-resort one
+    /// (kept). The bool is true for last resort.
+    async fn claim_key_package(&self, device: DeviceId) -> StoreResult<Option<(Vec<u8>, bool)>>;
+    /// One-time packages left and whether a last-resort one exists.
+    async fn key_package_stock(&self, device: DeviceId) -> StoreResult<(u64, bool)>;
+}
+
+/// Conversations and the delivery queues.
+#[async_trait]
+pub trait ConversationStore {
+    /// Create a conversation with its creator as the only member.
+    /// `Conflict("direct conversation")` when a direct conversation with the same
+    /// `direct_key` exists.
+    async fn create_conversation(&self, c: &NewConversation) -> StoreResult<()>;
+    /// By id.
+    async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>>;
+    /// The direct conversation with this key, if any.
+    async fn direct_conversation(&self, direct_key: &str) -> StoreResult<Option<Conversation>>;
+    /// Conversations where the device is routed to now.
+    async fn conversations_of_device(&self, device: DeviceId) -> StoreResult<Vec<Conversation>>;
+    /// Current member users.
+    async fn members(&self, id: ConversationId) -> StoreResult<Vec<Member>>;
+    /// Devices routed to now.
+    async fn member_devices(&self, id: ConversationId) -> StoreResult<Vec<MemberDevice>>;
+    /// Append an envelope atomically: idempotency, membership, epoch check, seq assignment,
+    /// and for commits the epoch bump, commit log, membership changes and Welcomes. Nothing
+    /// is written unless everything is.
+    async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError>;
+    /// Undelivered items for a device: inbox items first, then envelopes after the device's
+    /// cursor (its own messages excluded), at most `limit` in all.
+    async fn sync(&self, device: DeviceId, limit: usize) -> StoreResult<SyncBatch>;
+    /// Advance delivered or read cursors (never backwards, never past the last seq) and
+    /// record the receipt; for `Delivered` also drop inbox items up to `inbox_seq`.
+    async fn record_receipts(
+        &self,
+        device: DeviceId,
+        kind: ReceiptKind,
+        cursors: &[ConversationCursor],
+        inbox_seq: Option<u64>,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+    /// One envelope.
+    async fn envelope(&self, id: ConversationId, seq: u64) -> StoreResult<Option<Envelope>>;
+    /// Receipts of one envelope per recipient device (sender's device excluded).
+    async fn receipts(&self, id: ConversationId, seq: u64) -> StoreResult<Vec<DeviceReceipt>>;
+    /// The accepted commits, by epoch.
+    async fn commit_log(&self, id: ConversationId) -> StoreResult<Vec<CommitLogEntry>>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore {
+    /// Append a record, chaining it to the head in the same transaction
+    /// (see [`crate::audit::record_hash`]).
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<AuditRecord>;
+    /// Records with seq > `after`, ascending, at most `limit`.
+    async fn audit_records(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Seq and hash of the newest record.
+    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>>;
+    /// Store a signed checkpoint.
+    async fn add_checkpoint(&self, c: &AuditCheckpoint) -> StoreResult<()>;
+    /// All checkpoints by seq.
+    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+}
+
+/// Everything the server needs from storage.
+#[async_trait]
+pub trait Store:
+    OrgStore
+    + UserStore
+    + DeviceStore
+    + SessionStore
+    + KeyPackageStore
+    + ConversationStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Short backend name for logs and metrics (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Check the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,335 @@
+//! `ward`: the one binary. `ward serve` runs the server; `ward admin …` administers it
+//! directly on its database (the operator holds the data directory and master key).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ward_proto::{CreateUserRequest, Role, Username};
+use ward_server::config::{Config, Overrides};
+use ward_server::service::Actor;
+use ward_server::{Services, clock::SystemClock};
+
+#[derive(Parser)]
+#[command(name = "ward", version, about = "Ward: secure clinical messaging")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Administer users, devices and the audit log (works on the database directly).
+    Admin(AdminArgs),
+}
+
+#[derive(Args, Clone)]
+struct Location {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (default ./ward-data).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://… (default sqlite://DATA/ward.db).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    location: Location,
+    /// Listen address (default 127.0.0.1:8443).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Serve plain HTTP without TLS. Refused unless the listen address is loopback.
+    #[arg(long)]
+    dangerous_plain_http: bool,
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[command(flatten)]
+    location: Location,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print a one-time enrollment code.
+    Add {
+        /// Username (a-z, 0-9, '.', '_', '-').
+        username: String,
+        /// admin, physician, nurse, pharmacist, compliance, patient or service.
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Suspend a user: every session ends at once.
+    Suspend {
+        /// Username.
+        username: String,
+    },
+    /// Lift a suspension.
+    Reactivate {
+        /// Username.
+        username: String,
+    },
+    /// Issue a new enrollment code for a user who has not enrolled yet.
+    EnrollmentCode {
+        /// Username.
+        username: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a device: its sessions end and it stops receiving at once.
+    Revoke {
+        /// Device id.
+        device_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain and signed checkpoints; exit 1 naming the first bad record.
+    Verify,
+    /// Print records.
+    List {
+        /// Records after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("WARD_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Admin(args) => admin(args).await,
+    }
+}
+
+fn load_config(loc: &Location, listen: Option<String>, plain: bool) -> anyhow::Result<Config> {
+    Config::load(
+        loc.config.as_deref(),
+        Overrides {
+            data_dir: loc.data.clone(),
+            listen,
+            database_url: loc.database_url.clone(),
+            dangerous_plain_http: plain,
+        },
+    )
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.location, args.listen, args.dangerous_plain_http)?;
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+    };
+    let running = ward_server::start(&config, shutdown).await?;
+    let scheme = if running.ca_pem.is_some() || config.tls != ward_server::config::TlsMode::DangerousPlainHttp { "https" } else { "http" };
+    println!("Ward is listening on {scheme}://{}", running.addr);
+    println!("Organisation: {}", running.services.organisation_name());
+    println!("Database: {}", running.services.store.backend());
+    if let Some(fp) = &running.ca_fingerprint {
+        println!("TLS CA certificate: {}", config.data_dir.join("tls").join("ca.pem").display());
+        println!("TLS CA SHA-256 fingerprint: {fp}");
+    }
+    if scheme == "http" {
+        println!("WARNING: plain HTTP (dangerous_plain_http); use only for local testing");
+    }
+    running.task.await.context("server task failed")??;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.location, None, false)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("could not create data directory {}", config.data_dir.display()))?;
+    let master = Arc::new(match std::env::var("WARD_MASTER_KEY") {
+        Ok(hex) => ward_server::keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
+        Err(_) => ward_server::keys::MasterKey::load_or_create(&config.master_key_file)?,
+    });
+    let store = ward_server::open_store(&config.database_url).await?;
+    let services = Services::start(store, master, &config.organisation_name, Arc::new(SystemClock)).await?;
+    let actor = Actor::cli();
+    let json = args.json;
+    let out = |value: serde_json::Value, text: String| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    };
+    let username = |s: &str| Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"));
+    let code = match args.command {
+        AdminCommand::User(UserCommand::Add { username: u, role, display_name }) => {
+            let role: Role = role.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = services
+                .create_user(&actor, CreateUserRequest { username: username(&u)?, role, display_name })
+                .await
+                .map_err(api)?;
+            out(
+                serde_json::to_value(&r)?,
+                format!(
+                    "Created {} ({}), id {}.\nEnrollment code (one-time, expires {}): {}",
+                    r.user.username, r.user.role, r.user.user_id, r.expires_at, r.enrollment_code
+                ),
+            );
+            ExitCode::SUCCESS
+        }
+        AdminCommand::User(UserCommand::List) => {
+            let users = services.list_users(&actor).await.map_err(api)?;
+            let text = users
+                .iter()
+                .map(|u| format!("{}\t{}\t{:?}\t{}\t{}", u.username, u.role, u.status, u.user_id, u.display_name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            out(serde_json::json!({ "users": users }), if text.is_empty() { "no users".into() } else { text });
+            ExitCode::SUCCESS
+        }
+        AdminCommand::User(UserCommand::Suspend { username: u }) => {
+            let r = services.suspend_user(&actor, &username(&u)?).await.map_err(api)?;
+            out(serde_json::to_value(&r)?, format!("Suspended {}; every session was revoked.", r.username));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::User(UserCommand::Reactivate { username: u }) => {
+            let r = services.reactivate_user(&actor, &username(&u)?).await.map_err(api)?;
+            out(serde_json::to_value(&r)?, format!("Reactivated {}.", r.username));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::User(UserCommand::EnrollmentCode { username: u }) => {
+            let r = services.reissue_enrollment_code(&actor, &username(&u)?).await.map_err(api)?;
+            out(serde_json::to_value(&r)?, format!("Enrollment code for {} (expires {}): {}", r.user.username, r.expires_at, r.enrollment_code));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Device(DeviceCommand::List { user }) => {
+            let user = user.as_deref().map(username).transpose()?;
+            let devices = services.list_devices(&actor, user.as_ref()).await.map_err(api)?;
+            let text = devices
+                .iter()
+                .map(|d| format!("{}\t{}\t{:?}\t{}", d.device_id, d.user_id, d.status, d.name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            out(serde_json::json!({ "devices": devices }), if text.is_empty() { "no devices".into() } else { text });
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Device(DeviceCommand::Revoke { device_id }) => {
+            let id = device_id.parse().map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
+            let d = services.revoke_device(&actor, id).await.map_err(api)?;
+            out(serde_json::to_value(&d)?, format!("Revoked device {}.", d.device_id));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Audit(AuditCommand::Verify) => {
+            let r = services.audit.verify(&actor).await.map_err(api)?;
+            let text = if r.ok {
+                format!("audit log intact: {} records, {} signed checkpoints", r.records, r.checkpoints)
+            } else {
+                format!(
+                    "AUDIT LOG BROKEN at record {}: {}",
+                    r.first_bad_seq.unwrap_or(0),
+                    r.problem.clone().unwrap_or_default()
+                )
+            };
+            out(serde_json::to_value(&r)?, text);
+            if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        AdminCommand::Audit(AuditCommand::List { after, limit }) => {
+            let page = services.audit.page(&actor, after, limit).await.map_err(api)?;
+            let text = page
+                .records
+                .iter()
+                .map(|r| format!("{}\t{}\t{}\t{}", r.seq, r.at, r.action, r.target.clone().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("\n");
+            out(serde_json::to_value(&page)?, text);
+            ExitCode::SUCCESS
+        }
+    };
+    services.audit.checkpoint().await.map_err(api)?;
+    Ok(code)
+}
+
+fn api(e: ward_server::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
+}
