@@ -123,6 +123,15 @@ pub struct Overrides {
     pub dangerous_plain_http: bool,
 }
 
+/// Top-level keys that `WARD_*` variables may set.
+const SERVER_ENV_KEYS: &[&str] =
+    &["data_dir", "listen", "database_url", "organisation_name", "master_key_file", "tls", "limits"];
+/// Other `WARD_*` variables Ward reads elsewhere (secrets, client, logging, tests).
+const OTHER_ENV_KEYS: &[&str] = &[
+    "password", "totp", "passphrase", "enrollment_code", "profile", "master_key", "log",
+    "log_format", "test_postgres_url", "test_postgres", "journal_passphrase",
+];
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Default data directory.
@@ -140,21 +149,16 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig.merge(Env::prefixed("WARD_").split("__").filter(|k| {
-            // Client-side and secret variables share the prefix; they are not server config.
-            !matches!(
-                k.as_str(),
-                "password"
-                    | "totp"
-                    | "passphrase"
-                    | "enrollment_code"
-                    | "profile"
-                    | "master_key"
-                    | "test_postgres_url"
-                    | "test_postgres"
-                    | "log"
-                    | "log_format"
-            )
+            let top = k.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            SERVER_ENV_KEYS.contains(&top.as_str())
         }));
+        for (name, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
+            let Some(rest) = name.strip_prefix("WARD_") else { continue };
+            let top = rest.split("__").next().unwrap_or_default().to_ascii_lowercase();
+            if !SERVER_ENV_KEYS.contains(&top.as_str()) && !OTHER_ENV_KEYS.contains(&top.as_str()) {
+                tracing::warn!(variable = %name, "unknown WARD_ environment variable ignored");
+            }
+        }
         let raw: RawConfig = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Self::validate(raw, overrides)
     }

@@ -105,7 +105,7 @@ CREATE TABLE conversations (
     direct_key   TEXT UNIQUE NULLS DISTINCT,
     created_at   TIMESTAMPTZ NOT NULL
 );
-COMMENT ON TABLE conversations IS 'One row per MLS group. append locks the row FOR UPDATE: that serialises appends per conversation, so seqs are gap-free and exactly one commit per epoch wins.';
+COMMENT ON TABLE conversations IS 'One row per MLS group. append locks the row FOR NO KEY UPDATE: that serialises appends per conversation, so seqs are gap-free and exactly one commit per epoch wins.';
 
 CREATE TABLE conversation_members (
     conversation_id  UUID NOT NULL REFERENCES conversations (id),

@@ -10,10 +10,15 @@
 //!
 //! Concurrency: every multi-step operation is one transaction at `READ COMMITTED`, made safe
 //! for many writers on many nodes by row locks:
-//! - `append` locks the conversation row `FOR UPDATE`, so appends to one conversation are
+//! - `append` locks the conversation row (`FOR NO KEY UPDATE`: exclusive among appends, but
+//!   compatible with the `KEY SHARE` locks of foreign-key checks, which would otherwise
+//!   deadlock with concurrent acknowledgements), so appends to one conversation are
 //!   serialised: seqs are gap-free and exactly one commit per epoch wins. Devices that get
-//!   inbox items are then locked in id order (`FOR NO KEY UPDATE`), which also orders the
-//!   append against a concurrent revocation of those devices.
+//!   inbox items are then locked in id order (`FOR NO KEY UPDATE`), which serialises their
+//!   per-device inbox counter and orders the append against a concurrent revocation.
+//! - Lock order everywhere: conversation, then device rows (by id), then routing rows (by
+//!   conversation), then sessions. `record_receipts` and `revoke_device` take routing rows in
+//!   conversation order; `touch_session` takes the device row before the session.
 //! - `claim_key_package` deletes one row chosen with `FOR UPDATE SKIP LOCKED`, so no one-time
 //!   KeyPackage is handed out twice and concurrent claimers do not queue behind each other.
 //! - `append_audit` locks the one-row `audit_head` table, so the chain never forks.

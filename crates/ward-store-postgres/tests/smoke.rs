@@ -448,7 +448,7 @@ async fn receipts_racing_membership_commits_do_not_deadlock() {
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut ackers = Vec::new();
-    for (i, dev) in [b2.id, p.b.id].into_iter().enumerate() {
+    for dev in [b2.id, p.b.id] {
         let s = n[1].clone();
         let stop = stop.clone();
         ackers.push(tokio::spawn(async move {
@@ -456,7 +456,7 @@ async fn receipts_racing_membership_commits_do_not_deadlock() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let batch = s.sync(dev, 50).await.unwrap();
                 let last = batch.envelopes.last().map(|e| e.seq).unwrap_or(0);
-                let kind = if rounds % 2 == 0 {
+                let kind = if rounds.is_multiple_of(2) {
                     ReceiptKind::Delivered
                 } else {
                     ReceiptKind::Read
@@ -470,7 +470,6 @@ async fn receipts_racing_membership_commits_do_not_deadlock() {
                     .await
                     .unwrap();
                 rounds += 1;
-                let _ = i;
             }
             rounds
         }));

@@ -3,7 +3,7 @@
 //! pin the head so that truncating the tail is caught too.
 //!
 //! Both backends call [`record_hash`] inside the transaction that appends, and
-//! [`verify_chain`] checks what they return. Times are hashed as Unix microseconds, the
+//! [`ChainVerifier`] checks what they return. Times are hashed as Unix microseconds, the
 //! precision both databases keep.
 
 use sha2::{Digest, Sha256};

@@ -1,0 +1,759 @@
+//! The authorization matrix: every route of the router, called by every role, without a
+//! session and with an invalid token, against a real server over HTTP. The expected outcome
+//! of each (route, caller) pair is written out in [`MATRIX`], so the policy is reviewable in
+//! one place; two completeness checks fail when a route is added to the router or to the
+//! OpenAPI description without a row here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: failures should panic loudly"
+)]
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use ward_proto::Role;
+use ward_server::service::Actor;
+use ward_testing::{PASSWORD, TestServer, TestUser, b64, send, totp_code};
+
+/// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519, allowed by the default policy.
+const XWING: u16 = 0x004D;
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Role(Role),
+    /// No `Authorization` header at all.
+    NoSession,
+    /// A well-formed bearer header with a token the server never issued.
+    BadToken,
+}
+
+/// The columns of [`MATRIX`], in order.
+const CALLERS: [Caller; 9] = [
+    Caller::Role(Role::Admin),
+    Caller::Role(Role::Physician),
+    Caller::Role(Role::Nurse),
+    Caller::Role(Role::Pharmacist),
+    Caller::Role(Role::Compliance),
+    Caller::Role(Role::Patient),
+    Caller::Role(Role::Service),
+    Caller::NoSession,
+    Caller::BadToken,
+];
+
+impl Caller {
+    /// Short tag used in usernames of per-caller fixtures.
+    fn tag(self) -> &'static str {
+        match self {
+            Caller::Role(r) => r.as_str(),
+            Caller::NoSession => "nosession",
+            Caller::BadToken => "badtoken",
+        }
+    }
+}
+
+/// Expected outcome of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum E {
+    /// Allowed and succeeds: 2xx.
+    Ok,
+    /// Allowed, but the plain request cannot complete (a WebSocket route fetched without
+    /// upgrade headers): any status except 401, 403 and 5xx.
+    Open,
+    /// Denied for lack of a valid session: 401 `unauthenticated`.
+    U,
+    /// Denied by role: 403 `forbidden`.
+    F,
+    /// Denied by hiding existence (not a member, another user's device): 404 `not_found`.
+    N,
+}
+use E::{F, N, Ok as A, Open as O, U};
+
+/// One row: a route (method and the router's path template), a case label when a route has
+/// several rows, and the expected outcome per caller.
+struct Row {
+    method: &'static str,
+    path: &'static str,
+    case: &'static str,
+    expect: [E; 9],
+}
+
+const fn row(method: &'static str, path: &'static str, case: &'static str, expect: [E; 9]) -> Row {
+    Row {
+        method,
+        path,
+        case,
+        expect,
+    }
+}
+
+/// THE POLICY. Rows run top to bottom, callers left to right, against one server whose
+/// fixtures are described in [`Fixtures`]. `A` = allowed (2xx), `O` = allowed but a plain GET
+/// of a WebSocket route (not 401/403/5xx), `U` = 401, `F` = 403, `N` = 404.
+///
+/// The conversation of the membership rows is a group created by the physician, who added
+/// the patient (with a Welcome to the patient's device): its members are the physician and
+/// the patient; every other role is a non-member and gets 404.
+#[rustfmt::skip]
+const MATRIX: &[Row] = &[
+    //                                                                                        admin phys nurse pharm compl pat svc  none bad
+    // Public: answer without a session (and ignore a bad one).
+    row("GET",  "/v1/health",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    row("GET",  "/v1/server",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    row("GET",  "/v1/openapi.json",                                     "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    row("GET",  "/metrics",                                             "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    row("POST", "/v1/enroll",                                           "own pending user",  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    row("POST", "/v1/login",                                            "own account",       [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    // Any active session, whatever the role.
+    row("GET",  "/v1/me",                                               "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/devices",                                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/devices/me/key-packages",                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("POST", "/v1/devices/me/key-packages",                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/revocations",                                      "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/conversations",                                    "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/sync",                                             "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("POST", "/v1/sync/ack",                                         "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("POST", "/v1/receipts/read",                                    "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/ws",                                               "no upgrade headers",[O,   O,   O,   O,   O,   O,   O,   U,   U]),
+    // Own devices only, whatever the role (even an admin gets 404 for someone else's device here).
+    row("POST", "/v1/devices/{device_id}/revoke",                       "own second device", [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("POST", "/v1/devices/{device_id}/revoke",                       "another user's",    [N,   N,   N,   N,   N,   N,   N,   U,   U]),
+    // Staff only: patients do not browse the directory, claim KeyPackages or start conversations.
+    row("GET",  "/v1/users/{username}",                                 "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    row("POST", "/v1/users/{username}/key-packages/claim",              "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    row("POST", "/v1/conversations",                                    "group",             [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    // Membership-scoped: non-members get 404 (the conversation's existence is not confirmed).
+    row("GET",  "/v1/conversations/{conversation_id}",                  "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    row("POST", "/v1/conversations/{conversation_id}/envelopes",        "application",       [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    // A patient member may send but not add members (checked before the epoch).
+    row("POST", "/v1/conversations/{conversation_id}/envelopes",        "commit adding user",[N,   A,   N,   N,   N,   F,   N,   U,   U]),
+    row("GET",  "/v1/conversations/{conversation_id}/messages/{seq}/status", "",             [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    row("GET",  "/v1/conversations/{conversation_id}/commits",          "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    // Administration: admin only, except reading users and the audit log (admin, compliance).
+    row("GET",  "/v1/admin/users",                                      "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/users",                                      "",                  [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/users/{username}/suspend",                   "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/users/{username}/reactivate",                "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/users/{username}/enrollment-code",           "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/admin/devices",                                    "",                  [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/devices/{device_id}/revoke",                 "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/admin/audit",                                      "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("GET",  "/v1/admin/audit/verify",                               "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    // Last, because it ends every caller's session.
+    row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+];
+
+/// Routes the router serves that the OpenAPI description deliberately leaves out.
+const NOT_IN_OPENAPI: &[(&str, &str)] = &[("GET", "/metrics"), ("GET", "/v1/openapi.json")];
+
+/// Everything the matrix calls. Per-caller targets (index = column of [`CALLERS`]) keep one
+/// call's success from changing another caller's outcome.
+struct Fixtures {
+    server: TestServer,
+    http: reqwest::Client,
+    /// One enrolled user per role, in [`CALLERS`] order (first seven columns).
+    users: Vec<TestUser>,
+    /// A second device of each role user (target of the own-device revoke).
+    second_devices: Vec<String>,
+    /// A user with KeyPackages (directory and claim target); not a matrix caller.
+    target: TestUser,
+    /// Physician + patient group at epoch 1.
+    conversation: String,
+    /// Per caller: a pending user and its enrollment code (enroll row).
+    enroll: Vec<(String, String)>,
+    /// Per caller: an enrolled user to log in as (login row).
+    login: Vec<TestUser>,
+    /// Per caller: a pending user (suspend, enrollment-code rows).
+    pending: Vec<String>,
+    /// Per caller: a suspended user (reactivate row).
+    suspended: Vec<String>,
+    /// Per caller: another pending user (enrollment-code row; the suspend row's targets are
+    /// no longer pending once the admin has suspended its own).
+    reissue: Vec<String>,
+    /// Per caller: a device of another user (admin revoke row).
+    devices: Vec<String>,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn setup() -> Fixtures {
+    let server = TestServer::start().await;
+    let http = server.client();
+    let mut users = Vec::new();
+    for c in &CALLERS[..7] {
+        let Caller::Role(role) = *c else {
+            unreachable!()
+        };
+        users.push(
+            server
+                .enroll(&format!("{}-user", role.as_str()), role)
+                .await,
+        );
+    }
+    let mut second_devices = Vec::new();
+    for u in &users {
+        second_devices.push(u.login_new_device(server.now()).await.device_id);
+    }
+    let target = server.enroll("target", Role::Nurse).await;
+    target.upload_key_packages(20).await;
+
+    let physician = &users[1];
+    let patient = &users[5];
+    let (s, b) = physician
+        .post(
+            "/v1/conversations",
+            json!({"kind": "group", "ciphersuite": XWING}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let conversation = b["conversation_id"].as_str().unwrap().to_owned();
+    let (s, b) = physician
+        .post(
+            &format!("/v1/conversations/{conversation}/envelopes"),
+            json!({
+                "client_message_id": new_id(), "kind": "commit", "epoch": 0,
+                "payload": b64(b"commit: add patient"),
+                "add_users": [patient.user_id],
+                "welcome": {"payload": b64(b"welcome"), "devices": [patient.device_id]},
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["epoch"], 1);
+
+    let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for c in CALLERS {
+        let t = c.tag();
+        let name = format!("enr-{t}");
+        let code = server.create_user(&name, Role::Nurse).await;
+        enroll.push((name, code));
+        login.push(server.enroll(&format!("login-{t}"), Role::Pharmacist).await);
+        let name = format!("pending-{t}");
+        server.create_user(&name, Role::Nurse).await;
+        pending.push(name);
+        let name = format!("suspended-{t}");
+        server.create_user(&name, Role::Nurse).await;
+        server
+            .services
+            .suspend_user(&Actor::cli(), &name.parse().unwrap())
+            .await
+            .unwrap();
+        suspended.push(name);
+        let name = format!("reissue-{t}");
+        server.create_user(&name, Role::Nurse).await;
+        reissue.push(name);
+        devices.push(
+            server
+                .enroll(&format!("devowner-{t}"), Role::Nurse)
+                .await
+                .device_id,
+        );
+    }
+    Fixtures {
+        server,
+        http,
+        users,
+        second_devices,
+        target,
+        conversation,
+        enroll,
+        login,
+        pending,
+        suspended,
+        reissue,
+        devices,
+    }
+}
+
+/// The concrete request of a row for the caller in column `i`: method, path, JSON body.
+fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) {
+    let c = CALLERS[i];
+    let t = c.tag();
+    let conv = &fx.conversation;
+    let method = Method::from_bytes(r.method.as_bytes()).unwrap();
+    let (path, body) = match (r.method, r.path, r.case) {
+        ("GET", "/v1/health" | "/v1/server" | "/v1/openapi.json" | "/metrics", _) => {
+            (r.path.to_owned(), None)
+        }
+        ("POST", "/v1/enroll", _) => {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 1; 32]);
+            let (name, code) = &fx.enroll[i];
+            let body = json!({
+                "username": name, "enrollment_code": code, "password": PASSWORD,
+                "device": {"name": "matrix device", "signature_key": b64(key.verifying_key().as_bytes())},
+            });
+            (r.path.to_owned(), Some(body))
+        }
+        ("POST", "/v1/login", _) => {
+            let u = &fx.login[i];
+            let key = ed25519_dalek::SigningKey::from_bytes(&[i as u8 + 101; 32]);
+            let body = json!({
+                "username": u.username, "password": PASSWORD,
+                "totp": totp_code(&u.totp_secret, fx.server.now()),
+                "new_device": {"name": "matrix login", "signature_key": b64(key.verifying_key().as_bytes())},
+            });
+            (r.path.to_owned(), Some(body))
+        }
+        (
+            "GET",
+            "/v1/me"
+            | "/v1/devices"
+            | "/v1/devices/me/key-packages"
+            | "/v1/revocations"
+            | "/v1/conversations"
+            | "/v1/sync"
+            | "/v1/ws",
+            _,
+        ) => (r.path.to_owned(), None),
+        ("POST", "/v1/devices/me/key-packages", _) => {
+            let body = json!({"key_packages": [b64(format!("kp-{t}").as_bytes())], "last_resort": b64(b"lr")});
+            (r.path.to_owned(), Some(body))
+        }
+        ("POST", "/v1/sync/ack", _) => (r.path.to_owned(), Some(json!({}))),
+        ("POST", "/v1/receipts/read", _) => (
+            r.path.to_owned(),
+            Some(json!({"conversations": [{"conversation_id": conv, "seq": 1}]})),
+        ),
+        ("POST", "/v1/devices/{device_id}/revoke", "own second device") => {
+            let d = fx.second_devices.get(i).unwrap_or(&fx.second_devices[0]);
+            (format!("/v1/devices/{d}/revoke"), None)
+        }
+        ("POST", "/v1/devices/{device_id}/revoke", "another user's") => {
+            (format!("/v1/devices/{}/revoke", fx.target.device_id), None)
+        }
+        ("GET", "/v1/users/{username}", _) => (format!("/v1/users/{}", fx.target.username), None),
+        ("POST", "/v1/users/{username}/key-packages/claim", _) => (
+            format!("/v1/users/{}/key-packages/claim", fx.target.username),
+            None,
+        ),
+        ("POST", "/v1/conversations", _) => (
+            r.path.to_owned(),
+            Some(json!({"kind": "group", "ciphersuite": XWING})),
+        ),
+        ("GET", "/v1/conversations/{conversation_id}", _) => {
+            (format!("/v1/conversations/{conv}"), None)
+        }
+        ("POST", "/v1/conversations/{conversation_id}/envelopes", "application") => {
+            let body = json!({"client_message_id": new_id(), "kind": "application", "epoch": 1, "payload": b64(t.as_bytes())});
+            (format!("/v1/conversations/{conv}/envelopes"), Some(body))
+        }
+        ("POST", "/v1/conversations/{conversation_id}/envelopes", "commit adding user") => {
+            let body = json!({
+                "client_message_id": new_id(), "kind": "commit", "epoch": 1,
+                "payload": b64(format!("commit by {t}").as_bytes()), "add_users": [fx.target.user_id],
+            });
+            (format!("/v1/conversations/{conv}/envelopes"), Some(body))
+        }
+        ("GET", "/v1/conversations/{conversation_id}/messages/{seq}/status", _) => {
+            (format!("/v1/conversations/{conv}/messages/1/status"), None)
+        }
+        ("GET", "/v1/conversations/{conversation_id}/commits", _) => {
+            (format!("/v1/conversations/{conv}/commits"), None)
+        }
+        (
+            "GET",
+            "/v1/admin/users" | "/v1/admin/devices" | "/v1/admin/audit" | "/v1/admin/audit/verify",
+            _,
+        ) => (r.path.to_owned(), None),
+        ("POST", "/v1/admin/users", _) => (
+            r.path.to_owned(),
+            Some(json!({"username": format!("new-{t}"), "role": "nurse"})),
+        ),
+        ("POST", "/v1/admin/users/{username}/suspend", _) => {
+            (format!("/v1/admin/users/{}/suspend", fx.pending[i]), None)
+        }
+        ("POST", "/v1/admin/users/{username}/reactivate", _) => (
+            format!("/v1/admin/users/{}/reactivate", fx.suspended[i]),
+            None,
+        ),
+        ("POST", "/v1/admin/users/{username}/enrollment-code", _) => (
+            format!("/v1/admin/users/{}/enrollment-code", fx.reissue[i]),
+            None,
+        ),
+        ("POST", "/v1/admin/devices/{device_id}/revoke", _) => {
+            (format!("/v1/admin/devices/{}/revoke", fx.devices[i]), None)
+        }
+        ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
+        other => panic!("no request for matrix row {other:?}: add one to request()"),
+    };
+    (method, path, body)
+}
+
+impl Fixtures {
+    fn token(&self, i: usize) -> Option<&str> {
+        match CALLERS[i] {
+            Caller::Role(_) => Some(&self.users[i].token),
+            Caller::NoSession => None,
+            Caller::BadToken => Some("wt_this-token-was-never-issued-by-the-server-000000000"),
+        }
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`.
+fn error_shape(body: &Value) -> Result<&str, String> {
+    let code = body["error"]["code"]
+        .as_str()
+        .ok_or_else(|| format!("no error.code in {body}"))?;
+    body["error"]["message"]
+        .as_str()
+        .ok_or_else(|| format!("no error.message in {body}"))?;
+    Ok(code)
+}
+
+/// Check one answer against its expectation; `Err` describes the mismatch.
+fn check(expect: E, status: StatusCode, body: &Value, json_errors: bool) -> Result<(), String> {
+    let want_error = |want: StatusCode, code: &str| -> Result<(), String> {
+        if status != want {
+            return Err(format!("expected {want} {code}, got {status}: {body}"));
+        }
+        match error_shape(body)? {
+            c if c == code => Ok(()),
+            c => Err(format!("expected error code {code}, got {c}: {body}")),
+        }
+    };
+    let outcome = match expect {
+        E::Ok if status.is_success() => Ok(()),
+        E::Ok => Err(format!("expected success, got {status}: {body}")),
+        E::Open
+            if status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::FORBIDDEN
+                || status.is_server_error() =>
+        {
+            Err(format!(
+                "expected an answer other than 401/403/5xx, got {status}: {body}"
+            ))
+        }
+        E::Open => Ok(()),
+        U => want_error(StatusCode::UNAUTHORIZED, "unauthenticated"),
+        F => want_error(StatusCode::FORBIDDEN, "forbidden"),
+        N => want_error(StatusCode::NOT_FOUND, "not_found"),
+    };
+    outcome?;
+    if status.is_server_error() {
+        return Err(format!("server error {status}: {body}"));
+    }
+    if json_errors && status.is_client_error() {
+        error_shape(body)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_route_with_every_role() {
+    let fx = setup().await;
+    let mut failures = String::new();
+    let mut calls = 0;
+    for r in MATRIX {
+        for i in 0..CALLERS.len() {
+            let (method, path, body) = request(&fx, r, i);
+            let (status, answer) = send(
+                &fx.http,
+                method,
+                &format!("{}{path}", fx.server.url),
+                fx.token(i),
+                body,
+            )
+            .await;
+            calls += 1;
+            // axum's WebSocket upgrade rejection (no upgrade headers) is not in the API's
+            // error shape; everything else is.
+            let json_errors = r.path != "/v1/ws" || status == StatusCode::UNAUTHORIZED;
+            if let Err(e) = check(r.expect[i], status, &answer, json_errors) {
+                let _ = writeln!(
+                    failures,
+                    "{} {} [{}] as {:?}: {e}",
+                    r.method, path, r.case, CALLERS[i]
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "authorization matrix mismatches:\n{failures}"
+    );
+    assert_eq!(calls, MATRIX.len() * CALLERS.len());
+
+    // Side effects match the table: only the admin's destructive calls took effect.
+    for (i, c) in CALLERS.iter().enumerate() {
+        let admin = *c == Caller::Role(Role::Admin);
+        let u = fx
+            .server
+            .services
+            .store
+            .user_by_name(&fx.pending[i].parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            u.status == ward_proto::UserStatus::Suspended,
+            admin,
+            "suspend target of {c:?}"
+        );
+        let u = fx
+            .server
+            .services
+            .store
+            .user_by_name(&fx.suspended[i].parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            u.status == ward_proto::UserStatus::Active,
+            admin,
+            "reactivate target of {c:?}"
+        );
+        let d = fx
+            .server
+            .services
+            .store
+            .device(fx.devices[i].parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.status == ward_proto::DeviceStatus::Revoked,
+            admin,
+            "admin revoke target of {c:?}"
+        );
+    }
+    let d = fx
+        .server
+        .services
+        .store
+        .device(fx.target.device_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.status,
+        ward_proto::DeviceStatus::Active,
+        "another user's device must survive the own-device route"
+    );
+    // The logout row ended every role's session.
+    for u in &fx.users {
+        let (s, b) = u.get("/v1/me").await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{} after logout: {b}",
+            u.username
+        );
+    }
+}
+
+/// The `(METHOD, path)` pairs of the matrix.
+fn matrix_routes() -> BTreeSet<(String, String)> {
+    MATRIX
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn matrix_covers_every_openapi_operation() {
+    let server = TestServer::start().await;
+    let (s, doc) = send(
+        &server.client(),
+        Method::GET,
+        &format!("{}/v1/openapi.json", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("openapi paths") {
+        for (method, _) in item.as_object().unwrap() {
+            if [
+                "get", "post", "put", "patch", "delete", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(
+        documented.len() >= 30,
+        "suspiciously few operations: {documented:?}"
+    );
+    let table = matrix_routes();
+    let missing: Vec<_> = documented.difference(&table).collect();
+    assert!(
+        missing.is_empty(),
+        "OpenAPI operations without a row in the authorization MATRIX: {missing:?}"
+    );
+    let undocumented: Vec<_> = table
+        .difference(&documented)
+        .filter(|(m, p)| !NOT_IN_OPENAPI.contains(&(m.as_str(), p.as_str())))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "MATRIX rows for routes the OpenAPI description does not list: {undocumented:?}"
+    );
+    server.stop().await;
+}
+
+/// Parse the router's `.route("path", get(..).post(..))` calls from its source, so a route
+/// added to the router (even one left out of the OpenAPI description) fails this test.
+fn router_routes() -> BTreeSet<(String, String)> {
+    let src = include_str!("../src/http.rs");
+    let start = src
+        .find("Router::new()")
+        .expect("router construction in http.rs");
+    let src = &src[start..];
+    let end = src.find(".fallback(").unwrap_or(src.len());
+    let mut out = BTreeSet::new();
+    for chunk in src[..end].split(".route(").skip(1) {
+        let chunk = chunk.trim_start();
+        let chunk = chunk.strip_prefix('"').expect("route path literal");
+        let (path, rest) = chunk.split_once('"').unwrap();
+        let mut found = false;
+        for m in ["get", "post", "put", "patch", "delete"] {
+            let pat = format!("{m}(");
+            let mut from = 0;
+            while let Some(pos) = rest[from..].find(&pat) {
+                let at = from + pos;
+                let before = rest[..at].chars().last().unwrap_or(' ');
+                if !(before.is_alphanumeric() || before == '_') {
+                    out.insert((m.to_uppercase(), path.to_owned()));
+                    found = true;
+                }
+                from = at + pat.len();
+            }
+        }
+        assert!(found, "could not read the methods of route {path}");
+    }
+    out
+}
+
+#[test]
+fn matrix_covers_every_router_route() {
+    let routes = router_routes();
+    assert!(
+        routes.len() >= 30,
+        "suspiciously few routes parsed: {routes:?}"
+    );
+    let table = matrix_routes();
+    let missing: Vec<_> = routes.difference(&table).collect();
+    assert!(
+        missing.is_empty(),
+        "routes in http.rs without a row in the authorization MATRIX: {missing:?}"
+    );
+    let stale: Vec<_> = table.difference(&routes).collect();
+    assert!(
+        stale.is_empty(),
+        "MATRIX rows for routes http.rs does not serve: {stale:?}"
+    );
+}
+
+/// The WebSocket route for real: every role upgrades (101); no session or a bad token is
+/// refused with 401 before the upgrade.
+#[tokio::test]
+async fn websocket_upgrade_needs_a_session_and_any_role() {
+    let server = TestServer::start().await;
+    let ws_url = format!("{}/v1/ws", server.url.replacen("http", "ws", 1));
+    for role in Role::ALL {
+        let u = server.enroll(&format!("ws-{}", role.as_str()), role).await;
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}", u.token).parse().unwrap(),
+        );
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .unwrap_or_else(|e| panic!("{role} could not open the WebSocket: {e}"));
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.close(None).await.unwrap();
+    }
+    for token in [None, Some("wt_never-issued")] {
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        if let Some(t) = token {
+            req.headers_mut()
+                .insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+                let body: Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(error_shape(&body).unwrap(), "unauthenticated");
+            }
+            Err(e) => panic!("expected an HTTP 401, got {e}"),
+            Ok(_) => panic!("WebSocket opened with token {token:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+/// Suspending an account or revoking a device ends access to every session route at once.
+#[tokio::test]
+async fn suspended_users_and_revoked_devices_are_locked_out_everywhere() {
+    let server = TestServer::start().await;
+    let admin = server.enroll("admin", Role::Admin).await;
+    let nurse = server.enroll("nurse", Role::Nurse).await;
+    let phone = nurse.login_new_device(server.now()).await;
+    let physician = server.enroll("physician", Role::Physician).await;
+    // Admins cannot suspend themselves.
+    let (s, b) = admin.post("/v1/admin/users/admin/suspend", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+
+    let (s, b) = admin
+        .post(
+            &format!("/v1/admin/devices/{}/revoke", phone.device_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = admin
+        .post(
+            &format!("/v1/admin/devices/{}/revoke", phone.device_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "revoking twice: {b}");
+    let (s, b) = phone.get("/v1/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked device: {b}");
+    let (s, _) = nurse.get("/v1/me").await;
+    assert_eq!(s, StatusCode::OK, "the nurse's other device is unaffected");
+    let (s, b) = physician.get("/v1/revocations").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b["revoked_devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == phone.device_id.as_str()),
+        "{b}"
+    );
+
+    let (s, b) = admin.post("/v1/admin/users/nurse/suspend", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for path in [
+        "/v1/me",
+        "/v1/devices",
+        "/v1/sync",
+        "/v1/conversations",
+        "/v1/revocations",
+    ] {
+        let (s, b) = nurse.get(path).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path} after suspension: {b}");
+        assert_eq!(error_shape(&b).unwrap(), "unauthenticated");
+    }
+    let (s, b) = admin
+        .post("/v1/admin/users/nurse/reactivate", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Reactivation does not revive the sessions suspension ended.
+    let (s, _) = nurse.get("/v1/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}

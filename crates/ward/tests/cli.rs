@@ -1,0 +1,191 @@
+//! The real `ward` binary end to end: first start on SQLite with TLS, admin commands on the
+//! running server's database, enrollment over HTTPS with post-quantum key exchange, graceful
+//! shutdown, and audit verification catching edited, deleted and reordered records.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ward_testing::{PASSWORD, b64, client_for, send};
+
+fn ward() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ward"));
+    c.env_remove("WARD_MASTER_KEY").env("WARD_LOG", "warn");
+    c
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    port: u16,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = ward()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut url = None;
+        let mut fingerprint = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(u) = line.strip_prefix("Ward is listening on ") {
+                url = Some(u.to_owned());
+            }
+            if let Some(f) = line.strip_prefix("TLS CA SHA-256 fingerprint: ") {
+                fingerprint = Some(f.to_owned());
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.expect("server printed its URL");
+        assert!(url.starts_with("https://"), "TLS by default: {url}");
+        let fp = fingerprint.expect("server printed the CA fingerprint");
+        assert_eq!(fp.split(':').count(), 32, "SHA-256 fingerprint: {fp}");
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        Server { child, url: format!("https://localhost:{port}"), port }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    }
+}
+
+fn admin_json(data: &Path, args: &[&str]) -> (bool, Value, String) {
+    let out = ward().arg("admin").arg("--data").arg(data).arg("--json").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (out.status.success(), value, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+async fn negotiated_group(port: u16, ca_pem: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    format!("{:?}", tls.get_ref().1.negotiated_key_exchange_group().unwrap().name())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ward-data");
+    let server = Server::start(&data);
+    let ca_pem = std::fs::read_to_string(data.join("tls/ca.pem")).unwrap();
+    assert!(data.join("master.key").exists(), "master key created apart from the database");
+    assert_eq!(negotiated_group(server.port, &ca_pem).await, "X25519MLKEM768");
+
+    let http = client_for(Some(&ca_pem));
+    let (s, health) = send(&http, reqwest::Method::GET, &format!("{}/v1/health", server.url), None, None).await;
+    assert_eq!((s.as_u16(), health["status"].as_str()), (200, Some("ok")));
+    // A client that does not trust the CA is refused.
+    assert!(client_for(None).get(format!("{}/v1/health", server.url)).send().await.is_err());
+
+    // Admin CLI against the running server's database.
+    let (ok, created, err) = admin_json(&data, &["user", "add", "alice", "--role", "physician", "--display-name", "Dr Alice"]);
+    assert!(ok, "{err}");
+    let code = created["enrollment_code"].as_str().unwrap().to_owned();
+    let (ok, _, err) = admin_json(&data, &["user", "add", "alice", "--role", "physician"]);
+    assert!(!ok && err.contains("taken"), "duplicate username named: {err}");
+    let (ok, _, err) = admin_json(&data, &["user", "add", "bob", "--role", "surgeon"]);
+    assert!(!ok && err.contains("unknown role"), "{err}");
+
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let (s, enrolled) = send(&http, reqwest::Method::POST, &format!("{}/v1/enroll", server.url), None, Some(json!({
+        "username": "alice", "enrollment_code": code, "password": PASSWORD,
+        "device": {"name": "phone", "signature_key": b64(key.verifying_key().as_bytes())},
+    }))).await;
+    assert_eq!(s.as_u16(), 200, "{enrolled}");
+    assert!(enrolled["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+    let token = enrolled["session"]["token"].as_str().unwrap().to_owned();
+    let (s, _) = send(&http, reqwest::Method::GET, &format!("{}/v1/me", server.url), Some(&token), None).await;
+    assert_eq!(s.as_u16(), 200);
+
+    let (ok, list, _) = admin_json(&data, &["user", "list"]);
+    assert!(ok);
+    assert_eq!(list["users"][0]["status"], "active");
+    let (ok, _, err) = admin_json(&data, &["user", "suspend", "alice"]);
+    assert!(ok, "{err}");
+    let (s, body) = send(&http, reqwest::Method::GET, &format!("{}/v1/me", server.url), Some(&token), None).await;
+    assert_eq!(s.as_u16(), 401, "suspension revokes sessions at once: {body}");
+    let (ok, devices, _) = admin_json(&data, &["device", "list", "--user", "alice"]);
+    assert!(ok);
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
+
+    server.stop();
+
+    let (ok, report, err) = admin_json(&data, &["audit", "verify"]);
+    assert!(ok, "intact log verifies: {report} {err}");
+    assert!(report["records"].as_u64().unwrap() >= 4, "{report}");
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "shutdown wrote a signed checkpoint: {report}");
+
+    // Tamper with copies of the database three ways; each is caught at the right record.
+    let db = data.join("ward.db");
+    for (name, sql, bad) in [
+        ("edit", "UPDATE audit_log SET action = 'login.success' WHERE seq = 3", 3),
+        ("delete", "DELETE FROM audit_log WHERE seq = 3", 3),
+        ("reorder", "UPDATE audit_log SET seq = CASE seq WHEN 2 THEN 1000002 WHEN 3 THEN 2 END WHERE seq IN (2, 3); UPDATE audit_log SET seq = 3 WHERE seq = 1000002", 2),
+    ] {
+        let copy = dir.path().join(format!("tampered-{name}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["ward.db", "ward.db-wal", "ward.db-shm", "master.key"] {
+            if data.join(f).exists() {
+                std::fs::copy(data.join(f), copy.join(f)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", copy.join("ward.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        for stmt in sql.split("; ") {
+            sqlx::query(stmt).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let out = ward().args(["admin", "--data"]).arg(&copy).args(["audit", "verify"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{name}: verify must fail");
+        assert!(text.contains(&format!("record {bad}")), "{name}: names record {bad}: {text}");
+        let (_, r, _) = admin_json(&copy, &["audit", "verify"]);
+        assert_eq!(r["first_bad_seq"], bad, "{name}: {r}");
+    }
+    let _ = db;
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback_and_bad_flags_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ward()
+        .args(["serve", "--dangerous-plain-http", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = ward().args(["serve", "--listen", "nonsense", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen address"));
+    let out = ward().args(["admin", "--data"]).arg(dir.path()).args(["device", "revoke", "not-a-uuid"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a device id"));
+}
