@@ -2,6 +2,8 @@
 //! one commit per epoch, idempotency, receipts, multi-device, removal, offline catch-up.
 //! Payloads are opaque to the server, so the tests use marker bytes instead of real MLS.
 
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions panic on purpose")]
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};

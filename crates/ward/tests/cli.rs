@@ -2,11 +2,12 @@
 //! running server's database, enrollment over HTTPS with post-quantum key exchange, graceful
 //! shutdown, and audit verification catching edited, deleted and reordered records.
 
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions panic on purpose")]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use ward_testing::{PASSWORD, b64, client_for, send};

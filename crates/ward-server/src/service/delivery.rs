@@ -135,10 +135,10 @@ impl Services {
         if req.add_users.len() + req.remove_users.len() + req.remove_devices.len() > MAX_CONVERSATION_MEMBERS {
             return Err(ApiError::invalid(format!("at most {MAX_CONVERSATION_MEMBERS} membership changes per commit")));
         }
-        if let Some(w) = &req.welcome {
-            if w.devices.is_empty() || w.payload.is_empty() || w.payload.len() > MAX_MLS_MESSAGE_BYTES {
-                return Err(ApiError::invalid("a welcome needs a non-empty payload and at least one device"));
-            }
+        if let Some(w) = &req.welcome
+            && (w.devices.is_empty() || w.payload.is_empty() || w.payload.len() > MAX_MLS_MESSAGE_BYTES)
+        {
+            return Err(ApiError::invalid("a welcome needs a non-empty payload and at least one device"));
         }
         let conv = self.member_conversation(s, id).await?;
         if !req.add_users.is_empty() && s.user.role == Role::Patient {
