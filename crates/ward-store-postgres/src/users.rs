@@ -298,6 +298,20 @@ impl UserStore for PgStore {
         }
         Ok(())
     }
+
+    async fn use_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
+        let step = i64::try_from(step).map_err(|_| StoreError::Corrupt("totp step out of range".into()))?;
+        let updated = sqlx::query(
+            "UPDATE users SET totp_last_step = $2 \
+             WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        )
+        .bind(user.0)
+        .bind(step)
+        .execute(&self.pool)
+        .await
+        .be()?;
+        Ok(updated.rows_affected() == 1)
+    }
 }
 
 #[async_trait]

@@ -8,7 +8,7 @@ use ward_proto::{UserId, UserStatus, Username};
 use ward_store::{Enrollment, EnrollmentCode, StoreError, StoreResult, User, UserStore};
 
 use crate::SqliteStore;
-use crate::codec::{Cols, Named, conflict, ct_eq, db, hash32, id, us};
+use crate::codec::{Cols, Named, conflict, ct_eq, db, hash32, id, int, us};
 use crate::devices::{insert_device, insert_session};
 
 pub(crate) const USER_COLUMNS: &str = "id, username, display_name, role, status, password_hash, \
@@ -239,5 +239,19 @@ impl UserStore for SqliteStore {
             return Err(StoreError::NotFound("user"));
         }
         Ok(())
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = ? \
+             WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        )
+        .bind(int(step))
+        .bind(id(user.0))
+        .bind(int(step))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 }

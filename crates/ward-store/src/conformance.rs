@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             users_enrollment_rejects_wrong_or_expired_code,
             users_suspend_deletes_sessions,
             users_login_failures_lock_and_reset,
+            users_totp_steps_are_single_use,
             devices_create_and_list,
             devices_revoke_stops_everything,
             sessions_lifecycle,
@@ -700,6 +701,27 @@ pub async fn users_login_failures_lock_and_reset(store: Arc<dyn Store>) {
     store.reset_login_failures(u.id).await.unwrap();
     let got = store.user(u.id).await.unwrap().expect("user");
     assert_eq!((got.failed_logins, got.locked_until), (0, None));
+}
+
+pub async fn users_totp_steps_are_single_use(store: Arc<dyn Store>) {
+    let (u, _, _) = active_user(&*store, "tess").await;
+    let (other, _, _) = active_user(&*store, "tom").await;
+    assert!(store.use_totp_step(u.id, 100).await.unwrap());
+    assert!(!store.use_totp_step(u.id, 100).await.unwrap(), "same step replayed");
+    assert!(!store.use_totp_step(u.id, 99).await.unwrap(), "older step");
+    assert!(store.use_totp_step(u.id, 101).await.unwrap());
+    assert!(store.use_totp_step(other.id, 100).await.unwrap(), "steps are per user");
+    // Concurrent use of one step: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move { s.use_totp_step(u.id, 200).await.unwrap() }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ pub trait UserStore {
     ) -> StoreResult<u32>;
     /// Reset the failure count and lock after a successful login.
     async fn reset_login_failures(&self, user: UserId) -> StoreResult<()>;
+    /// Record use of a TOTP time step. Returns false, changing nothing, when this step or a
+    /// later one was already used: a one-time code must not be accepted twice
+    /// (RFC 6238 §5.2).
+    async fn use_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
 }
 
 /// Devices.

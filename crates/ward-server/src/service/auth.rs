@@ -97,6 +97,15 @@ fn totp_for(secret: &[u8], issuer: &str, account: &str) -> ApiResult<TOTP> {
         .map_err(|e| ApiError::internal(&format!("totp setup: {e}")))
 }
 
+/// The 30-second step whose code matches, allowing one step of clock skew either way.
+fn matching_totp_step(totp: &TOTP, code: &str, unix: u64) -> Option<u64> {
+    let step = unix / 30;
+    [step.saturating_sub(1), step, step + 1].into_iter().find(|s| {
+        let expected = totp.generate(s * 30);
+        bool::from(expected.as_bytes().ct_eq(code.as_bytes()))
+    })
+}
+
 fn validate_new_device(d: &NewDevice) -> ApiResult<()> {
     let n = d.name.trim();
     if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
@@ -282,7 +291,12 @@ impl Services {
             (Some(enc), Some(code)) => {
                 let secret = self.master.open("totp-secret", enc).map_err(|e| ApiError::internal(&e))?;
                 let totp = totp_for(&secret, &self.organisation_name(), user.username.as_str())?;
-                totp.check(code.trim(), now.unix_timestamp().max(0) as u64)
+                match matching_totp_step(&totp, code.trim(), now.unix_timestamp().max(0) as u64) {
+                    // Only a correct password may consume a step, or guessing could burn codes.
+                    Some(step) if ok_pw => self.store.use_totp_step(user.id, step).await?,
+                    Some(_) => true,
+                    None => false,
+                }
             }
             (_, None) => !policy.mfa_required,
             (None, Some(_)) => false,

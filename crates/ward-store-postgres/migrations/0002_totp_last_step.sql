@@ -1,0 +1,4 @@
+-- The last TOTP time step accepted per user, so a code cannot be replayed within its window
+-- (RFC 6238 section 5.2).
+ALTER TABLE users ADD COLUMN totp_last_step BIGINT;
+COMMENT ON COLUMN users.totp_last_step IS 'Last accepted TOTP time step (unix time / 30); codes at or before it are refused.';
