@@ -43,7 +43,7 @@ pub struct NewDevice {
 }
 
 /// `POST /v1/enroll`: first use of an enrollment code.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrollRequest {
     /// The account's username.
     pub username: Username,
@@ -56,7 +56,7 @@ pub struct EnrollRequest {
 }
 
 /// Answer to enrollment.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrollResponse {
     /// The account.
     pub user_id: UserId,
@@ -71,7 +71,7 @@ pub struct EnrollResponse {
 }
 
 /// `POST /v1/login`.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// The account's username.
     pub username: Username,
@@ -89,7 +89,7 @@ pub struct LoginRequest {
 }
 
 /// A session token and its limits.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionInfo {
     /// Opaque bearer token for `Authorization: Bearer …`. Shown once; the server stores a hash.
     pub token: String,
@@ -255,7 +255,7 @@ pub struct CreateUserRequest {
 }
 
 /// A freshly issued enrollment code.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnrollmentCodeResponse {
     /// The account.
     pub user: UserInfo,
@@ -299,6 +299,15 @@ pub struct ClaimedKeyPackage {
     pub key_package: Bytes,
     /// True when it was the last-resort package (reused, not consumed).
     pub last_resort: bool,
+}
+
+/// Body of `POST /v1/users/{username}/key-packages/claim`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimKeyPackagesRequest {
+    /// Only these devices of the user (default: every active device).
+    #[serde(default)]
+    pub devices: Vec<DeviceId>,
 }
 
 /// `POST /v1/users/{username}/key-packages/claim`: one KeyPackage per active device.
@@ -636,4 +645,45 @@ pub struct ConversationList {
 pub struct RevocationList {
     /// Revoked devices.
     pub revoked_devices: Vec<DeviceId>,
+}
+
+macro_rules! redacted_debug {
+    ($t:ty, [$($shown:ident),*]) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($shown), &self.$shown))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+// Passwords, codes, tokens and TOTP secrets never reach a log through `Debug`.
+redacted_debug!(EnrollRequest, [username, device]);
+redacted_debug!(LoginRequest, [username, device_id, new_device]);
+redacted_debug!(SessionInfo, [device_id, expires_at, idle_timeout_secs]);
+redacted_debug!(EnrollResponse, [user_id, device]);
+redacted_debug!(EnrollmentCodeResponse, [user, expires_at]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let req: LoginRequest = serde_json::from_value(serde_json::json!({
+            "username": "alice", "password": "hunter2-hunter2", "totp": "123456"
+        }))
+        .unwrap();
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("123456"), "{dbg}");
+        let s = SessionInfo {
+            token: "wt_secret".into(),
+            device_id: DeviceId::random(),
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            idle_timeout_secs: 1,
+        };
+        assert!(!format!("{s:?}").contains("wt_secret"));
+    }
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub tls_hostnames: Vec<String>,
     /// Request and connection limits.
     pub limits: Limits,
+    /// Serve `/metrics` to every client, not only loopback and admin sessions.
+    pub metrics_public: bool,
 }
 
 /// How the listener is secured.
@@ -94,6 +96,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// Limits.
     pub limits: Limits,
+    /// See [`Config::metrics_public`].
+    pub metrics_public: bool,
 }
 
 /// TLS settings as written.
@@ -125,7 +129,7 @@ pub struct Overrides {
 
 /// Top-level keys that `WARD_*` variables may set.
 const SERVER_ENV_KEYS: &[&str] =
-    &["data_dir", "listen", "database_url", "organisation_name", "master_key_file", "tls", "limits"];
+    &["data_dir", "listen", "database_url", "organisation_name", "master_key_file", "tls", "limits", "metrics_public"];
 /// Other `WARD_*` variables Ward reads elsewhere (secrets, client, logging, tests).
 const OTHER_ENV_KEYS: &[&str] = &[
     "password", "totp", "passphrase", "enrollment_code", "profile", "master_key", "log",
@@ -218,6 +222,7 @@ impl Config {
             tls,
             tls_hostnames: raw.tls.hostnames,
             limits: l,
+            metrics_public: raw.metrics_public,
         })
     }
 }

@@ -83,9 +83,44 @@ impl FromRequestParts<Arc<Services>> for AuthSession {
     }
 }
 
+impl axum::extract::OptionalFromRequestParts<Arc<Services>> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, services: &Arc<Services>) -> Result<Option<Self>, ApiError> {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            <AuthSession as FromRequestParts<Arc<Services>>>::from_request_parts(parts, services).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Longest a request may take before the server answers 503 (WebSocket sessions are not
+/// requests once upgraded). Bounds slow-body and slow-handler resource use.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn request_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(ErrorCode::Unavailable, "request took too long; retry").into_response(),
+    }
+}
+
 /// Build the router with every route and middleware.
 pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
-    let limit_state = LimitState { limiters: Arc::new(Limiters::new(limits)), services: services.clone() };
+    let limiters = Arc::new(Limiters::new(limits));
+    let weak = Arc::downgrade(&limiters);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            match weak.upgrade() {
+                Some(l) => l.prune(),
+                None => break,
+            }
+        }
+    });
+    let limit_state = LimitState { limiters, services: services.clone() };
     Router::new()
         .route("/v1/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
@@ -123,6 +158,7 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             ApiError::new(ErrorCode::InvalidRequest, "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(request_timeout))
         .layer(middleware::from_fn_with_state(limit_state, crate::ratelimit::limit))
         .layer(middleware::from_fn_with_state(services.clone(), count_requests))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

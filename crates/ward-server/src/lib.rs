@@ -47,9 +47,44 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
         let s = ward_store_sqlite::SqliteStore::open(path)
             .await
             .with_context(|| format!("could not open SQLite database {}", path.display()))?;
+        restrict_permissions(path);
         Ok(Arc::new(s))
     } else {
         anyhow::bail!("database URL must start with sqlite:// or postgres://")
+    }
+}
+
+/// Create the data directory with mode 0700 (existing directories are left as they are).
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("could not create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("could not restrict permissions of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Make the database files readable by the owner only (they hold ciphertext and metadata).
+fn restrict_permissions(db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut names = vec![db.to_path_buf()];
+        for suffix in ["-wal", "-shm"] {
+            let mut n = db.as_os_str().to_owned();
+            n.push(suffix);
+            names.push(n.into());
+        }
+        for f in names.iter().filter(|f| f.exists()) {
+            if let Err(e) = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(error = %e, file = %f.display(), "could not restrict database file permissions");
+            }
+        }
     }
 }
 
@@ -82,8 +117,7 @@ pub async fn start_with_clock(
     clock: Arc<dyn clock::Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("could not create data directory {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
     let master = Arc::new(
         match std::env::var("WARD_MASTER_KEY") {
             Ok(hex) => keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
@@ -93,6 +127,7 @@ pub async fn start_with_clock(
     let store = open_store(&config.database_url).await?;
     let services =
         Services::start(store, master.clone(), &config.organisation_name, clock).await?;
+    services.set_metrics_public(config.metrics_public);
     let (tls_config, ca_fingerprint, ca_pem) = match &config.tls {
         config::TlsMode::Generated => {
             let m = tls::load_or_create(&config.data_dir.join("tls"), &master, &config.tls_hostnames)?;

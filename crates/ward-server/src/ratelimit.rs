@@ -36,6 +36,16 @@ impl Limiters {
     }
 }
 
+impl Limiters {
+    /// Forget clients whose budget is full again, so state does not grow with every IP seen.
+    pub fn prune(&self) {
+        self.general.retain_recent();
+        self.login.retain_recent();
+        self.general.shrink_to_fit();
+        self.login.shrink_to_fit();
+    }
+}
+
 /// State of the middleware.
 #[derive(Clone)]
 pub struct LimitState {

@@ -70,6 +70,7 @@ pub struct Services {
     /// Audit log.
     pub audit: AuditLog,
     org: RwLock<Organisation>,
+    metrics_public: std::sync::atomic::AtomicBool,
 }
 
 impl Services {
@@ -98,7 +99,18 @@ impl Services {
             metrics: Metrics::default(),
             audit,
             org: RwLock::new(org),
+            metrics_public: false.into(),
         }))
+    }
+
+    /// Serve `/metrics` to any client (default: loopback clients and admin sessions only).
+    pub fn set_metrics_public(&self, public: bool) {
+        self.metrics_public.store(public, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Services::set_metrics_public`].
+    pub fn metrics_public(&self) -> bool {
+        self.metrics_public.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Now.

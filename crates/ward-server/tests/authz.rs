@@ -101,7 +101,7 @@ const fn row(method: &'static str, path: &'static str, case: &'static str, expec
 /// the patient; every other role is a non-member and gets 404.
 #[rustfmt::skip]
 const MATRIX: &[Row] = &[
-    //                                                                                        admin phys nurse pharm compl pat svc  none bad
+    //                                                                                        adm  phy  nur  pha  com  pat  svc  none bad
     // Public: answer without a session (and ignore a bad one).
     row("GET",  "/v1/health",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
     row("GET",  "/v1/server",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
@@ -170,7 +170,7 @@ struct Fixtures {
     login: Vec<TestUser>,
     /// Per caller: a pending user (suspend, enrollment-code rows).
     pending: Vec<String>,
-    /// Per caller: a suspended user (reactivate row).
+    /// Per caller: an enrolled, then suspended user (reactivate row).
     suspended: Vec<String>,
     /// Per caller: another pending user (enrollment-code row; the suspend row's targets are
     /// no longer pending once the admin has suspended its own).
@@ -240,7 +240,7 @@ async fn setup() -> Fixtures {
         server.create_user(&name, Role::Nurse).await;
         pending.push(name);
         let name = format!("suspended-{t}");
-        server.create_user(&name, Role::Nurse).await;
+        server.enroll(&name, Role::Nurse).await;
         server
             .services
             .suspend_user(&Actor::cli(), &name.parse().unwrap())
@@ -452,7 +452,7 @@ async fn every_route_with_every_role() {
     let mut failures = String::new();
     let mut calls = 0;
     for r in MATRIX {
-        for i in 0..CALLERS.len() {
+        for (i, caller) in CALLERS.iter().enumerate() {
             let (method, path, body) = request(&fx, r, i);
             let (status, answer) = send(
                 &fx.http,
@@ -470,7 +470,7 @@ async fn every_route_with_every_role() {
                 let _ = writeln!(
                     failures,
                     "{} {} [{}] as {:?}: {e}",
-                    r.method, path, r.case, CALLERS[i]
+                    r.method, path, r.case, caller
                 );
             }
         }
@@ -756,4 +756,52 @@ async fn suspended_users_and_revoked_devices_are_locked_out_everywhere() {
     let (s, _) = nurse.get("/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     server.stop().await;
+}
+
+/// Suspension is a pause, not a state change of its own: lifting it must return an account
+/// to where it was. A user who never enrolled must still be able to enroll afterwards.
+///
+/// Fails today: `reactivate_user` (service/directory.rs) sets every suspended user to
+/// `Active`, so a never-enrolled user becomes "active" without password or TOTP: login is
+/// impossible (no password hash), enrollment is refused (the user is not pending) and so is a
+/// new enrollment code ("the user has already enrolled"). The account is stuck for good.
+#[tokio::test]
+async fn reactivating_a_never_enrolled_user_keeps_it_enrollable() {
+    let server = TestServer::start().await;
+    let admin = server.enroll("admin", Role::Admin).await;
+    server.create_user("late", Role::Nurse).await;
+    let (s, b) = admin.post("/v1/admin/users/late/suspend", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = admin
+        .post("/v1/admin/users/late/reactivate", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["status"], "pending",
+        "a never-enrolled user must return to pending: {b}"
+    );
+
+    // The administrator can hand out a code again, and it enrolls the user.
+    let (s, b) = admin
+        .post("/v1/admin/users/late/enrollment-code", json!({}))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a new enrollment code for the reactivated user: {b}"
+    );
+    let code = b["enrollment_code"].as_str().unwrap().to_owned();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let (s, b) = send(
+        &server.client(),
+        Method::POST,
+        &format!("{}/v1/enroll", server.url),
+        None,
+        Some(json!({
+            "username": "late", "enrollment_code": code, "password": PASSWORD,
+            "device": {"name": "d", "signature_key": b64(key.verifying_key().as_bytes())},
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the reactivated user enrolls: {b}");
 }

@@ -370,9 +370,9 @@ impl ConversationStore for PgStore {
     }
 
     async fn conversation(&self, id: ConversationId) -> StoreResult<Option<Conversation>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION_COLS} FROM conversations c WHERE c.id = $1"
-        ))
+        )))
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await
@@ -383,9 +383,9 @@ impl ConversationStore for PgStore {
     }
 
     async fn direct_conversation(&self, direct_key: &str) -> StoreResult<Option<Conversation>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION_COLS} FROM conversations c WHERE c.direct_key = $1"
-        ))
+        )))
         .bind(direct_key)
         .fetch_optional(&self.pool)
         .await
@@ -396,11 +396,11 @@ impl ConversationStore for PgStore {
     }
 
     async fn conversations_of_device(&self, device: DeviceId) -> StoreResult<Vec<Conversation>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION_COLS} FROM conversations c \
              JOIN conversation_devices cd ON cd.conversation_id = c.id \
              WHERE cd.device_id = $1 AND cd.until_seq IS NULL ORDER BY c.created_at, c.id"
-        ))
+        )))
         .bind(device.0)
         .fetch_all(&self.pool)
         .await
@@ -606,14 +606,14 @@ impl ConversationStore for PgStore {
             });
         }
         let room = limit - inbox.len();
-        let mut envelopes: Vec<Envelope> = sqlx::query(&format!(
+        let mut envelopes: Vec<Envelope> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENVELOPE_COLS} FROM conversation_devices cd \
              JOIN envelopes e ON e.conversation_id = cd.conversation_id \
              AND e.seq > GREATEST(cd.delivered_seq, cd.from_seq) \
              AND (cd.until_seq IS NULL OR e.seq <= cd.until_seq) \
              WHERE cd.device_id = $1 AND e.sender_device_id <> $1 \
              ORDER BY e.conversation_id, e.seq LIMIT $2"
-        ))
+        )))
         .bind(device.0)
         .bind(i64::try_from(room).unwrap_or(i64::MAX - 1) + 1)
         .fetch_all(&mut *tx)
@@ -656,12 +656,12 @@ impl ConversationStore for PgStore {
         let mut tx = self.begin().await?;
         for (conv, seq) in wanted {
             // Never backwards, never past the conversation's last seq.
-            let advanced: Option<i64> = sqlx::query_scalar(&format!(
+            let advanced: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "UPDATE conversation_devices cd SET {column} = LEAST($3, c.last_seq) \
                  FROM conversations c WHERE c.id = cd.conversation_id \
                  AND cd.conversation_id = $1 AND cd.device_id = $2 \
                  AND cd.{column} < LEAST($3, c.last_seq) RETURNING cd.{column}"
-            ))
+            )))
             .bind(conv)
             .bind(device.0)
             .bind(i64_of(seq))
@@ -695,9 +695,9 @@ impl ConversationStore for PgStore {
     }
 
     async fn envelope(&self, id: ConversationId, seq: u64) -> StoreResult<Option<Envelope>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENVELOPE_COLS} FROM envelopes e WHERE e.conversation_id = $1 AND e.seq = $2"
-        ))
+        )))
         .bind(id.0)
         .bind(i64_of(seq))
         .fetch_optional(&self.pool)

@@ -76,7 +76,7 @@ impl PgStore {
         check_schema_name(schema)?;
         let options = parse_url(url)?;
         let mut conn = options.connect().await.map_err(StoreError::backend)?;
-        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str())
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
             .await
             .map_err(StoreError::backend)?;
         drop(conn);
@@ -87,7 +87,7 @@ impl PgStore {
             .after_connect(move |conn, _meta| {
                 let set_path = set_path.clone();
                 Box::pin(async move {
-                    conn.execute(set_path.as_str()).await?;
+                    conn.execute(sqlx::AssertSqlSafe(set_path)).await?;
                     Ok(())
                 })
             })
@@ -104,7 +104,7 @@ impl PgStore {
             .connect()
             .await
             .map_err(StoreError::backend)?;
-        conn.execute(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").as_str())
+        conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
             .await
             .map_err(StoreError::backend)?;
         Ok(())

@@ -110,9 +110,9 @@ async fn insert_session(conn: &mut sqlx::PgConnection, s: &Session) -> StoreResu
 impl UserStore for PgStore {
     async fn create_user(&self, user: &User, code: &EnrollmentCode) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))
+        )))
         .bind(user.id.0)
         .bind(user.username.as_str())
         .bind(&user.display_name)
@@ -139,7 +139,7 @@ impl UserStore for PgStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
@@ -150,9 +150,9 @@ impl UserStore for PgStore {
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLS} FROM users WHERE username = $1"
-        ))
+        )))
         .bind(username.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -163,9 +163,9 @@ impl UserStore for PgStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLS} FROM users ORDER BY username COLLATE \"C\""
-        ))
+        )))
         .fetch_all(&self.pool)
         .await
         .be()?
@@ -326,7 +326,7 @@ impl DeviceStore for PgStore {
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
-        sqlx::query(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1")))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await
@@ -337,9 +337,9 @@ impl DeviceStore for PgStore {
     }
 
     async fn devices_of_user(&self, user: UserId) -> StoreResult<Vec<Device>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLS} FROM devices WHERE user_id = $1 ORDER BY created_at, ord"
-        ))
+        )))
         .bind(user.0)
         .fetch_all(&self.pool)
         .await
@@ -350,9 +350,9 @@ impl DeviceStore for PgStore {
     }
 
     async fn list_devices(&self) -> StoreResult<Vec<Device>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLS} FROM devices ORDER BY created_at, ord"
-        ))
+        )))
         .fetch_all(&self.pool)
         .await
         .be()?

@@ -78,9 +78,9 @@ impl AuditStore for SqliteStore {
             prev_hash: hex(&prev_hash),
             hash: hex(&hash),
         };
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        )))
         .bind(int(seq))
         .bind(us(at))
         .bind(&user)
@@ -98,9 +98,9 @@ impl AuditStore for SqliteStore {
     }
 
     async fn audit_records(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
+        )))
         .bind(int(after))
         .bind(int(limit as u64))
         .fetch_all(&self.reader)

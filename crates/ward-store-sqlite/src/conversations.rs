@@ -291,9 +291,9 @@ impl SqliteStore {
         filter: &str,
         arg: String,
     ) -> StoreResult<Vec<Conversation>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations c {filter}"
-        ))
+        )))
         .bind(arg)
         .fetch_all(&self.reader)
         .await
@@ -566,9 +566,9 @@ impl ConversationStore for SqliteStore {
         // One read transaction, so inbox and envelopes come from the same snapshot.
         let mut tx = self.reader.begin().await.map_err(db)?;
         let fetch = int(limit as u64).saturating_add(1);
-        let mut inbox = sqlx::query(&format!(
+        let mut inbox = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {INBOX_COLUMNS} FROM inbox i WHERE i.device_id = ? ORDER BY i.inbox_seq LIMIT ?"
-        ))
+        )))
         .bind(&dev)
         .bind(fetch)
         .fetch_all(&mut *tx)
@@ -586,13 +586,13 @@ impl ConversationStore for SqliteStore {
             });
         }
         let room = limit - inbox.len();
-        let mut envelopes = sqlx::query(&format!(
+        let mut envelopes = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENVELOPE_COLUMNS} FROM routes r JOIN envelopes e \
              ON e.conversation_id = r.conversation_id AND e.seq > r.delivered_seq \
              AND e.seq > r.from_seq AND (r.until_seq IS NULL OR e.seq <= r.until_seq) \
              WHERE r.device_id = ?1 AND e.sender_device_id != ?1 \
              ORDER BY e.conversation_id, e.seq LIMIT ?2"
-        ))
+        )))
         .bind(&dev)
         .bind(int(room as u64).saturating_add(1))
         .fetch_all(&mut *tx)
@@ -627,11 +627,11 @@ impl ConversationStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         for cursor in cursors {
             let conv = id(cursor.conversation_id.0);
-            let row = sqlx::query(&format!(
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT r.{column} AS cur, c.last_seq FROM routes r \
                  JOIN conversations c ON c.id = r.conversation_id \
                  WHERE r.conversation_id = ? AND r.device_id = ?"
-            ))
+            )))
             .bind(&conv)
             .bind(&dev)
             .fetch_optional(&mut *tx)
@@ -645,9 +645,9 @@ impl ConversationStore for SqliteStore {
             if target <= current {
                 continue;
             }
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE routes SET {column} = ? WHERE conversation_id = ? AND device_id = ?"
-            ))
+            )))
             .bind(int(target))
             .bind(&conv)
             .bind(&dev)
@@ -683,9 +683,9 @@ impl ConversationStore for SqliteStore {
         conversation: ConversationId,
         seq: u64,
     ) -> StoreResult<Option<Envelope>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ENVELOPE_COLUMNS} FROM envelopes e WHERE e.conversation_id = ? AND e.seq = ?"
-        ))
+        )))
         .bind(id(conversation.0))
         .bind(int(seq))
         .fetch_optional(&self.reader)

@@ -73,9 +73,9 @@ pub(crate) async fn insert_session(
     tx: &mut Transaction<'static, Sqlite>,
     s: &Session,
 ) -> StoreResult<()> {
-    sqlx::query(&format!(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-    ))
+    )))
     .bind(&s.token_hash[..])
     .bind(id(s.user_id.0))
     .bind(id(s.device_id.0))
@@ -100,9 +100,9 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn device(&self, device: DeviceId) -> StoreResult<Option<Device>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
-        ))
+        )))
         .bind(id(device.0))
         .fetch_optional(&self.reader)
         .await
@@ -113,9 +113,9 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn devices_of_user(&self, user: UserId) -> StoreResult<Vec<Device>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ? ORDER BY created_at, id"
-        ))
+        )))
         .bind(id(user.0))
         .fetch_all(&self.reader)
         .await
@@ -126,9 +126,9 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn list_devices(&self) -> StoreResult<Vec<Device>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY created_at, id"
-        ))
+        )))
         .fetch_all(&self.reader)
         .await
         .map_err(db)?
@@ -192,9 +192,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session(&self, token_hash: &[u8; 32]) -> StoreResult<Option<Session>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?"
-        ))
+        )))
         .bind(&token_hash[..])
         .fetch_optional(&self.reader)
         .await

@@ -68,7 +68,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn user(&self, user: UserId) -> StoreResult<Option<User>> {
-        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?")))
             .bind(id(user.0))
             .fetch_optional(&self.reader)
             .await
@@ -79,9 +79,9 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
-        ))
+        )))
         .bind(username.as_str())
         .fetch_optional(&self.reader)
         .await
@@ -92,9 +92,9 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLUMNS} FROM users ORDER BY username"
-        ))
+        )))
         .fetch_all(&self.reader)
         .await
         .map_err(db)?

@@ -224,8 +224,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.location, None, false)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("could not create data directory {}", config.data_dir.display()))?;
+    ward_server::create_private_dir(&config.data_dir)?;
     let master = Arc::new(match std::env::var("WARD_MASTER_KEY") {
         Ok(hex) => ward_server::keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
         Err(_) => ward_server::keys::MasterKey::load_or_create(&config.master_key_file)?,

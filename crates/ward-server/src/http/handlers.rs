@@ -60,9 +60,19 @@ pub async fn health(State(s): State<Arc<Services>>) -> ApiResult<Json<HealthResp
     Ok(Json(HealthResponse { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
 }
 
-/// Prometheus metrics.
-pub async fn metrics(State(s): State<Arc<Services>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+/// Prometheus metrics: for loopback clients and admin sessions, or anyone when
+/// `metrics_public` is set (metric names and counts only; no ids, no content).
+pub async fn metrics(
+    State(s): State<Arc<Services>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    session: Option<AuthSession>,
+) -> ApiResult<impl IntoResponse> {
+    let loopback = peer.is_some_and(|p| p.0.0.ip().is_loopback());
+    let admin = session.is_some_and(|s| s.user.role == Role::Admin);
+    if !(s.metrics_public() || loopback || admin) {
+        return Err(ApiError::forbidden("metrics are served to loopback clients and admin sessions; set metrics_public to expose them"));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()))
 }
 
 /// This description.
@@ -156,9 +166,10 @@ pub async fn directory(State(s): State<Arc<Services>>, session: AuthSession, App
 
 /// Claim one KeyPackage per device of a user.
 #[utoipa::path(post, path = "/v1/users/{username}/key-packages/claim", security(("bearer" = [])), params(("username" = String, Path)),
+    request_body = ClaimKeyPackagesRequest,
     responses((status = 200, body = ClaimKeyPackagesResponse), (status = 409, body = ErrorBody)))]
-pub async fn claim_key_packages(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>) -> ApiResult<Json<ClaimKeyPackagesResponse>> {
-    Ok(Json(s.claim_key_packages(&session, &parse_username(&u)?).await?))
+pub async fn claim_key_packages(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>, AppJson(req): AppJson<ClaimKeyPackagesRequest>) -> ApiResult<Json<ClaimKeyPackagesResponse>> {
+    Ok(Json(s.claim_key_packages(&session, &parse_username(&u)?, &req.devices).await?))
 }
 
 /// Conversations of this device.

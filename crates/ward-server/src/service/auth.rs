@@ -97,6 +97,12 @@ fn totp_for(secret: &[u8], issuer: &str, account: &str) -> ApiResult<TOTP> {
         .map_err(|e| ApiError::internal(&format!("totp setup: {e}")))
 }
 
+/// Seal label of a user's TOTP seed: binding the user id means a sealed seed copied into
+/// another user's row does not open.
+fn totp_label(user: ward_proto::UserId) -> String {
+    format!("totp-secret:{user}")
+}
+
 /// The 30-second step whose code matches, allowing one step of clock skew either way.
 fn matching_totp_step(totp: &TOTP, code: &str, unix: u64) -> Option<u64> {
     let step = unix / 30;
@@ -238,7 +244,7 @@ impl Services {
             user_id: user.id,
             code_hash,
             password_hash,
-            totp_secret_enc: self.master.seal("totp-secret", &secret),
+            totp_secret_enc: self.master.seal(&totp_label(user.id), &secret),
             device: device.clone(),
             session,
             now,
@@ -289,7 +295,7 @@ impl Services {
         let policy = self.policy();
         let ok_totp = match (&user.totp_secret_enc, &req.totp) {
             (Some(enc), Some(code)) => {
-                let secret = self.master.open("totp-secret", enc).map_err(|e| ApiError::internal(&e))?;
+                let secret = self.master.open(&totp_label(user.id), enc).map_err(|e| ApiError::internal(&e))?;
                 let totp = totp_for(&secret, &self.organisation_name(), user.username.as_str())?;
                 match matching_totp_step(&totp, code.trim(), now.unix_timestamp().max(0) as u64) {
                     // Only a correct password may consume a step, or guessing could burn codes.

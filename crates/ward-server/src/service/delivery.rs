@@ -141,8 +141,19 @@ impl Services {
             return Err(ApiError::invalid("a welcome needs a non-empty payload and at least one device"));
         }
         let conv = self.member_conversation(s, id).await?;
-        if !req.add_users.is_empty() && s.user.role == Role::Patient {
-            return Err(ApiError::forbidden("patients cannot add members to conversations"));
+        if s.user.role == Role::Patient {
+            if !req.add_users.is_empty() {
+                return Err(ApiError::forbidden("patients cannot add members to conversations"));
+            }
+            if req.remove_users.iter().any(|u| *u != s.user.id) {
+                return Err(ApiError::forbidden("patients can only remove themselves from a conversation"));
+            }
+            if !req.remove_devices.is_empty() {
+                let own: Vec<_> = self.store.devices_of_user(s.user.id).await?.into_iter().map(|d| d.id).collect();
+                if req.remove_devices.iter().any(|d| !own.contains(d)) {
+                    return Err(ApiError::forbidden("patients can only remove their own devices"));
+                }
+            }
         }
         if conv.kind == ConversationKind::Direct {
             let key = conv.direct_key.clone().unwrap_or_default();

@@ -228,7 +228,10 @@ impl Services {
     }
 
     /// Claim one KeyPackage per active device of a user (to add them to a group).
-    pub async fn claim_key_packages(&self, s: &AuthSession, username: &Username) -> ApiResult<ClaimKeyPackagesResponse> {
+    pub async fn claim_key_packages(&self, s: &AuthSession, username: &Username, only: &[DeviceId]) -> ApiResult<ClaimKeyPackagesResponse> {
+        if only.len() > 64 {
+            return Err(ApiError::invalid("at most 64 devices per claim"));
+        }
         if s.user.role == Role::Patient {
             return Err(ApiError::forbidden("patients cannot add members to conversations"));
         }
@@ -239,7 +242,7 @@ impl Services {
         let mut key_packages = Vec::new();
         let mut missing = Vec::new();
         for d in self.store.devices_of_user(user.id).await? {
-            if d.status != DeviceStatus::Active {
+            if d.status != DeviceStatus::Active || (!only.is_empty() && !only.contains(&d.id)) {
                 continue;
             }
             match self.store.claim_key_package(d.id).await? {

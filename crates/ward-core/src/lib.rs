@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+//! # Layout
+//! - [`content`]: the message content schema inside the MLS plaintext.
+//! - `identity`: the device's Ed25519 key pair ([`Identity`]).
+//! - `credential`: Ward device credentials inside MLS and their verification ([`TrustAnchor`]).
+//! - `client`: the MLS state machine ([`Client`], [`PendingCommit`], [`Processed`]).
+//! - `provider`, `state`: the openmls provider and the serialised state format.
+//!
+//! What this crate does NOT do: network I/O, timers, persistence to disk, encryption at rest.
+
+mod client;
+pub mod content;
+mod credential;
+mod error;
+mod identity;
+mod provider;
+mod state;
+
+pub use client::{
+    CIPHERSUITE_X25519, CIPHERSUITE_XWING, Client, DEFAULT_CIPHERSUITE, MAX_KEY_PACKAGES_PER_CALL,
+    PendingCommit, Processed, SUPPORTED_CIPHERSUITES,
+};
+pub use content::{Body, MessageContent, MessageRef, PatientContext, Priority};
+pub use credential::TrustAnchor;
+pub use error::CoreError;
+pub use identity::Identity;
