@@ -3,7 +3,11 @@
 //!
 //! Used by the integration tests of `ward-server` and `ward`. Not part of the product.
 #![forbid(unsafe_code)]
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support: failures should panic loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: failures should panic loudly"
+)]
 #![allow(missing_docs, reason = "test support")]
 
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub struct ServerOptions {
 /// A running server.
 pub struct TestServer {
     pub url: String,
+    pub addr: std::net::SocketAddr,
+    opts: ServerOptions,
     pub ca_pem: Option<String>,
     pub services: Arc<Services>,
     pub manual_clock: Option<Arc<ManualClock>>,
@@ -52,7 +58,34 @@ impl TestServer {
     }
 
     pub async fn start_with(opts: ServerOptions) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(opts, tempfile::tempdir().unwrap(), "127.0.0.1:0".into()).await
+    }
+
+    /// Stop and start again on the same data directory and port (a server restart).
+    pub async fn restart(mut self) -> Self {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        let opts = self.opts.clone();
+        let addr = self.addr.to_string();
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        Self::start_in(opts, dir, addr).await
+    }
+
+    /// Stop serving but keep the data, to restart later with [`TestServer::restart`].
+    pub async fn pause(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    async fn start_in(opts: ServerOptions, data_dir: tempfile::TempDir, listen: String) -> Self {
         let mut raw = opts.raw.clone().unwrap_or_default();
         // Tests hammer one IP; the limiter has its own test.
         if opts.raw.is_none() {
@@ -64,26 +97,48 @@ impl TestServer {
             raw,
             Overrides {
                 data_dir: Some(data_dir.path().to_path_buf()),
-                listen: Some("127.0.0.1:0".into()),
+                listen: Some(listen),
                 database_url: opts.database_url.clone(),
                 dangerous_plain_http: !opts.tls,
             },
         )
         .unwrap();
-        let manual_clock = opts.manual_clock.then(|| Arc::new(ManualClock::new(OffsetDateTime::now_utc())));
+        let manual_clock = opts
+            .manual_clock
+            .then(|| Arc::new(ManualClock::new(OffsetDateTime::now_utc())));
         let clock: Arc<dyn Clock> = match &manual_clock {
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let Running { addr, ca_pem, services, task, .. } = ward_server::start_with_clock(&config, clock, async {
+        let Running {
+            addr,
+            ca_pem,
+            services,
+            task,
+            ..
+        } = ward_server::start_with_clock(&config, clock, async {
             let _ = rx.await;
         })
         .await
         .unwrap();
         let scheme = if opts.tls { "https" } else { "http" };
-        let url = if opts.tls { format!("{scheme}://localhost:{}", addr.port()) } else { format!("{scheme}://{addr}") };
-        TestServer { url, ca_pem, services, manual_clock, data_dir, shutdown: Some(tx), task: Some(task) }
+        let url = if opts.tls {
+            format!("{scheme}://localhost:{}", addr.port())
+        } else {
+            format!("{scheme}://{addr}")
+        };
+        TestServer {
+            url,
+            addr,
+            opts,
+            ca_pem,
+            services,
+            manual_clock,
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// A client trusting the server's CA (when TLS).
@@ -98,7 +153,10 @@ impl TestServer {
 
     /// Move the manual clock.
     pub fn advance(&self, d: time::Duration) {
-        self.manual_clock.as_ref().expect("server started with manual_clock").advance(d);
+        self.manual_clock
+            .as_ref()
+            .expect("server started with manual_clock")
+            .advance(d);
     }
 
     /// Create a user (as the admin CLI would) and return the enrollment code.
@@ -106,7 +164,11 @@ impl TestServer {
         self.services
             .create_user(
                 &Actor::cli(),
-                ward_proto::CreateUserRequest { username: Username::parse(username).unwrap(), role, display_name: None },
+                ward_proto::CreateUserRequest {
+                    username: Username::parse(username).unwrap(),
+                    role,
+                    display_name: None,
+                },
             )
             .await
             .unwrap()
@@ -171,11 +233,25 @@ pub struct TestUser {
 
 impl TestUser {
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        send(&self.http, reqwest::Method::GET, &format!("{}{path}", self.base), Some(&self.token), None).await
+        send(
+            &self.http,
+            reqwest::Method::GET,
+            &format!("{}{path}", self.base),
+            Some(&self.token),
+            None,
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        send(&self.http, reqwest::Method::POST, &format!("{}{path}", self.base), Some(&self.token), Some(body)).await
+        send(
+            &self.http,
+            reqwest::Method::POST,
+            &format!("{}{path}", self.base),
+            Some(&self.token),
+            Some(body),
+        )
+        .await
     }
 
     /// The TOTP code at `now`.
@@ -213,9 +289,14 @@ impl TestUser {
 
     /// Upload `n` opaque one-time KeyPackages and a last-resort one.
     pub async fn upload_key_packages(&self, n: usize) {
-        let kps: Vec<String> = (0..n).map(|i| b64(format!("kp-{}-{i}", self.device_id).as_bytes())).collect();
+        let kps: Vec<String> = (0..n)
+            .map(|i| b64(format!("kp-{}-{i}", self.device_id).as_bytes()))
+            .collect();
         let (s, b) = self
-            .post("/v1/devices/me/key-packages", json!({"key_packages": kps, "last_resort": b64(b"last-resort")}))
+            .post(
+                "/v1/devices/me/key-packages",
+                json!({"key_packages": kps, "last_resort": b64(b"last-resort")}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
@@ -223,8 +304,11 @@ impl TestUser {
 
 /// The TOTP code for a base32 secret at a time.
 pub fn totp_code(secret_b32: &str, now: OffsetDateTime) -> String {
-    let secret = totp_rs::Secret::Encoded(secret_b32.to_owned()).to_bytes().unwrap();
-    let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret, None, "t".into()).unwrap();
+    let secret = totp_rs::Secret::Encoded(secret_b32.to_owned())
+        .to_bytes()
+        .unwrap();
+    let totp =
+        totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret, None, "t".into()).unwrap();
     totp.generate(now.unix_timestamp() as u64)
 }
 
@@ -251,7 +335,10 @@ pub fn client_for(ca_pem: Option<&str>) -> reqwest::Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder().use_preconfigured_tls(cfg).build().unwrap()
+    reqwest::Client::builder()
+        .use_preconfigured_tls(cfg)
+        .build()
+        .unwrap()
 }
 
 /// One JSON request; returns status and body (Null when empty).
@@ -272,6 +359,10 @@ pub async fn send(
     let resp = req.send().await.unwrap();
     let status = resp.status();
     let text = resp.text().await.unwrap();
-    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     (status, value)
 }

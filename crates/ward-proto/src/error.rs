@@ -27,6 +27,8 @@ pub struct ErrorDetail {
 pub enum ErrorCode {
     /// The request body or a parameter is malformed or out of range.
     InvalidRequest,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
     /// The request body is not JSON or has the wrong content type.
     UnsupportedMediaType,
     /// The request body exceeds the size limit.

@@ -128,12 +128,29 @@ pub struct Overrides {
 }
 
 /// Top-level keys that `WARD_*` variables may set.
-const SERVER_ENV_KEYS: &[&str] =
-    &["data_dir", "listen", "database_url", "organisation_name", "master_key_file", "tls", "limits", "metrics_public"];
+const SERVER_ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "database_url",
+    "organisation_name",
+    "master_key_file",
+    "tls",
+    "limits",
+    "metrics_public",
+];
 /// Other `WARD_*` variables Ward reads elsewhere (secrets, client, logging, tests).
 const OTHER_ENV_KEYS: &[&str] = &[
-    "password", "totp", "passphrase", "enrollment_code", "profile", "master_key", "log",
-    "log_format", "test_postgres_url", "test_postgres", "journal_passphrase",
+    "password",
+    "totp",
+    "passphrase",
+    "enrollment_code",
+    "profile",
+    "master_key",
+    "log",
+    "log_format",
+    "test_postgres_url",
+    "test_postgres",
+    "journal_passphrase",
 ];
 
 /// Default listen address.
@@ -153,24 +170,43 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig.merge(Env::prefixed("WARD_").split("__").filter(|k| {
-            let top = k.as_str().split('.').next().unwrap_or_default().to_ascii_lowercase();
+            let top = k
+                .as_str()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             SERVER_ENV_KEYS.contains(&top.as_str())
         }));
         for (name, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
-            let Some(rest) = name.strip_prefix("WARD_") else { continue };
-            let top = rest.split("__").next().unwrap_or_default().to_ascii_lowercase();
+            let Some(rest) = name.strip_prefix("WARD_") else {
+                continue;
+            };
+            let top = rest
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             if !SERVER_ENV_KEYS.contains(&top.as_str()) && !OTHER_ENV_KEYS.contains(&top.as_str()) {
                 tracing::warn!(variable = %name, "unknown WARD_ environment variable ignored");
             }
         }
-        let raw: RawConfig = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let raw: RawConfig = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         Self::validate(raw, overrides)
     }
 
     /// Validate a raw configuration.
     pub fn validate(raw: RawConfig, o: Overrides) -> anyhow::Result<Config> {
-        let data_dir = o.data_dir.or(raw.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let listen_text = o.listen.or(raw.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let data_dir = o
+            .data_dir
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = o
+            .listen
+            .or(raw.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().with_context(|| {
             format!("listen address {listen_text:?} is not IP:PORT (for example 127.0.0.1:8443)")
         })?;
@@ -178,11 +214,14 @@ impl Config {
             Some(u) => u,
             None => format!("sqlite://{}", data_dir.join("ward.db").display()),
         };
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://")
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
         {
-            bail!("database_url must start with sqlite:// or postgres:// (got a {} URL)",
-                database_url.split(':').next().unwrap_or("malformed"));
+            bail!(
+                "database_url must start with sqlite:// or postgres:// (got a {} URL)",
+                database_url.split(':').next().unwrap_or("malformed")
+            );
         }
         let organisation_name = raw.organisation_name.unwrap_or_else(|| "Ward".to_owned());
         if organisation_name.trim().is_empty() || organisation_name.len() > 128 {
@@ -208,13 +247,17 @@ impl Config {
             bail!("limits.max_body_bytes must be at least 65536");
         }
         if l.requests_per_second == 0 || l.request_burst == 0 || l.logins_per_minute == 0 {
-            bail!("limits.requests_per_second, request_burst and logins_per_minute must be positive");
+            bail!(
+                "limits.requests_per_second, request_burst and logins_per_minute must be positive"
+            );
         }
         if l.max_connections == 0 {
             bail!("limits.max_connections must be positive");
         }
         Ok(Config {
-            master_key_file: raw.master_key_file.unwrap_or_else(|| data_dir.join("master.key")),
+            master_key_file: raw
+                .master_key_file
+                .unwrap_or_else(|| data_dir.join("master.key")),
             data_dir,
             listen,
             database_url,
@@ -242,19 +285,48 @@ mod tests {
 
     #[test]
     fn plain_http_only_on_loopback() {
-        let o = Overrides { listen: Some("0.0.0.0:8080".into()), dangerous_plain_http: true, ..Default::default() };
-        let e = Config::validate(RawConfig::default(), o).unwrap_err().to_string();
+        let o = Overrides {
+            listen: Some("0.0.0.0:8080".into()),
+            dangerous_plain_http: true,
+            ..Default::default()
+        };
+        let e = Config::validate(RawConfig::default(), o)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("loopback"), "{e}");
-        let o = Overrides { listen: Some("127.0.0.1:8080".into()), dangerous_plain_http: true, ..Default::default() };
-        assert_eq!(Config::validate(RawConfig::default(), o).unwrap().tls, TlsMode::DangerousPlainHttp);
+        let o = Overrides {
+            listen: Some("127.0.0.1:8080".into()),
+            dangerous_plain_http: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::validate(RawConfig::default(), o).unwrap().tls,
+            TlsMode::DangerousPlainHttp
+        );
     }
 
     #[test]
     fn bad_values_are_named() {
-        let o = Overrides { listen: Some("localhost".into()), ..Default::default() };
-        assert!(Config::validate(RawConfig::default(), o).unwrap_err().to_string().contains("listen address"));
-        let o = Overrides { database_url: Some("mysql://x".into()), ..Default::default() };
-        assert!(Config::validate(RawConfig::default(), o).unwrap_err().to_string().contains("database_url"));
+        let o = Overrides {
+            listen: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::validate(RawConfig::default(), o)
+                .unwrap_err()
+                .to_string()
+                .contains("listen address")
+        );
+        let o = Overrides {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(
+            Config::validate(RawConfig::default(), o)
+                .unwrap_err()
+                .to_string()
+                .contains("database_url")
+        );
     }
 
     #[test]
@@ -269,7 +341,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("w.toml");
         std::fs::write(&f, "lisen = \"127.0.0.1:1\"\n").unwrap();
-        let e = Config::load(Some(&f), Overrides::default()).unwrap_err().to_string();
+        let e = Config::load(Some(&f), Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen"), "{e}");
     }
 }

@@ -24,7 +24,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// A client error.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), current_epoch: None }
+        Self {
+            code,
+            message: message.into(),
+            current_epoch: None,
+        }
     }
     /// 400 with a message naming the problem.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -45,7 +49,10 @@ impl ApiError {
     /// 500: logs `cause` (which must not hold PHI) and answers a generic message.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(ErrorCode::Internal, "internal server error; see the server log")
+        Self::new(
+            ErrorCode::Internal,
+            "internal server error; see the server log",
+        )
     }
 
     /// HTTP status of the code.
@@ -53,6 +60,7 @@ impl ApiError {
         match self.code {
             ErrorCode::InvalidRequest | ErrorCode::InvalidEnrollmentCode => StatusCode::BAD_REQUEST,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ErrorCode::AccountLocked | ErrorCode::AccountSuspended | ErrorCode::Forbidden => {
@@ -96,7 +104,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
-            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, format!("{what} already exists")),
+            StoreError::Conflict(what) => {
+                ApiError::new(ErrorCode::Conflict, format!("{what} already exists"))
+            }
             other => {
                 let chain = error_chain(&other);
                 ApiError::internal(&chain)
@@ -122,9 +132,9 @@ impl From<AppendError> for ApiError {
             AppendError::InvalidWelcomeDevice(d) => ApiError::invalid(format!(
                 "welcome names device {d}, which is not an active device of a member after this commit"
             )),
-            AppendError::InvalidMember => ApiError::invalid(
-                "add_users or remove_users names an unknown or inactive user",
-            ),
+            AppendError::InvalidMember => {
+                ApiError::invalid("add_users or remove_users names an unknown or inactive user")
+            }
             AppendError::Store(s) => s.into(),
             other => ApiError::internal(&other),
         }

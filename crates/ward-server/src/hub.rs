@@ -48,7 +48,12 @@ impl Hub {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().entry(device).or_default().push((id, tx));
-        Subscription { hub: self, device, id, events: rx }
+        Subscription {
+            hub: self,
+            device,
+            id,
+            events: rx,
+        }
     }
 
     /// Serialise `event` once and queue it for every connection of every device in `to`.
@@ -84,7 +89,12 @@ impl Hub {
 
     /// Tell every connection of `device` its session ended, then drop them.
     pub fn end_device(&self, device: DeviceId, reason: &str) {
-        self.publish(&[device], &ServerEvent::SessionEnded { reason: reason.to_owned() });
+        self.publish(
+            &[device],
+            &ServerEvent::SessionEnded {
+                reason: reason.to_owned(),
+            },
+        );
         self.lock().remove(&device);
     }
 
@@ -123,9 +133,26 @@ mod tests {
         let d = DeviceId::random();
         let mut a = hub.subscribe(d);
         let mut b = hub.subscribe(d);
-        hub.publish(&[d, DeviceId::random()], &ServerEvent::SessionEnded { reason: "x".into() });
-        assert!(a.events.recv().await.unwrap().as_str().contains("session_ended"));
-        assert!(b.events.recv().await.unwrap().as_str().contains("session_ended"));
+        hub.publish(
+            &[d, DeviceId::random()],
+            &ServerEvent::SessionEnded { reason: "x".into() },
+        );
+        assert!(
+            a.events
+                .recv()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("session_ended")
+        );
+        assert!(
+            b.events
+                .recv()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("session_ended")
+        );
         drop(a);
         drop(b);
         assert_eq!(hub.connected_devices(), 0);
@@ -145,6 +172,9 @@ mod tests {
         while sub.events.recv().await.is_some() {
             n += 1;
         }
-        assert_eq!(n, QUEUE_DEPTH, "buffered events drain, then the channel closes");
+        assert_eq!(
+            n, QUEUE_DEPTH,
+            "buffered events drain, then the channel closes"
+        );
     }
 }

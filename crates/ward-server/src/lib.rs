@@ -34,15 +34,19 @@ pub use service::Services;
 /// Open the store named by a database URL (`sqlite://PATH` or `postgres://…`).
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let s = ward_store_postgres::PgStore::connect(url)
-            .await
-            .context("could not connect to PostgreSQL (check database_url and that the server runs)")?;
+        let s = ward_store_postgres::PgStore::connect(url).await.context(
+            "could not connect to PostgreSQL (check database_url and that the server runs)",
+        )?;
         Ok(Arc::new(s))
-    } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    } else if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = Path::new(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("could not create database directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("could not create database directory {}", dir.display())
+            })?;
         }
         let s = ward_store_sqlite::SqliteStore::open(path)
             .await
@@ -59,7 +63,8 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("could not create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("could not create data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -118,20 +123,22 @@ pub async fn start_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
-    let master = Arc::new(
-        match std::env::var("WARD_MASTER_KEY") {
-            Ok(hex) => keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
-            Err(_) => keys::MasterKey::load_or_create(&config.master_key_file)?,
-        },
-    );
+    let master = Arc::new(match std::env::var("WARD_MASTER_KEY") {
+        Ok(hex) => keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
+        Err(_) => keys::MasterKey::load_or_create(&config.master_key_file)?,
+    });
     let store = open_store(&config.database_url).await?;
-    let services =
-        Services::start(store, master.clone(), &config.organisation_name, clock).await?;
+    let services = Services::start(store, master.clone(), &config.organisation_name, clock).await?;
     services.set_metrics_public(config.metrics_public);
     let (tls_config, ca_fingerprint, ca_pem) = match &config.tls {
         config::TlsMode::Generated => {
-            let m = tls::load_or_create(&config.data_dir.join("tls"), &master, &config.tls_hostnames)?;
-            (Some(m.server_config), Some(m.ca_fingerprint), Some(m.ca_pem))
+            let m =
+                tls::load_or_create(&config.data_dir.join("tls"), &master, &config.tls_hostnames)?;
+            (
+                Some(m.server_config),
+                Some(m.ca_fingerprint),
+                Some(m.ca_pem),
+            )
         }
         config::TlsMode::Files { cert, key } => (Some(tls::from_pem_files(cert, key)?), None, None),
         config::TlsMode::DangerousPlainHttp => (None, None, None),
@@ -141,7 +148,10 @@ pub async fn start_with_clock(
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app = http::router(services.clone(), &config.limits);
-    let limits = listener::ServeLimits { max_connections: config.limits.max_connections, ..Default::default() };
+    let limits = listener::ServeLimits {
+        max_connections: config.limits.max_connections,
+        ..Default::default()
+    };
     let svc = services.clone();
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(background_jobs(svc.clone()));
@@ -153,7 +163,13 @@ pub async fn start_with_clock(
         }
         result
     });
-    Ok(Running { addr, ca_fingerprint, ca_pem, services, task })
+    Ok(Running {
+        addr,
+        ca_fingerprint,
+        ca_pem,
+        services,
+        task,
+    })
 }
 
 /// Periodic work: audit checkpoints and purging expired sessions.

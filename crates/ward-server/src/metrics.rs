@@ -58,12 +58,32 @@ impl Default for Metrics {
             rate_limited: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("http_requests", "HTTP requests handled", m.http_requests.clone());
-        registry.register("envelopes_accepted", "MLS envelopes accepted", m.envelopes_accepted.clone());
-        registry.register("envelope_bytes", "MLS envelope payload bytes accepted", m.envelope_bytes.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests handled",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "envelopes_accepted",
+            "MLS envelopes accepted",
+            m.envelopes_accepted.clone(),
+        );
+        registry.register(
+            "envelope_bytes",
+            "MLS envelope payload bytes accepted",
+            m.envelope_bytes.clone(),
+        );
         registry.register("logins", "Login attempts", m.logins.clone());
-        registry.register("websocket_connections", "Open WebSocket connections", m.websockets.clone());
-        registry.register("rate_limited", "Requests refused by the rate limiter", m.rate_limited.clone());
+        registry.register(
+            "websocket_connections",
+            "Open WebSocket connections",
+            m.websockets.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by the rate limiter",
+            m.rate_limited.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -30,7 +30,9 @@ impl Limiters {
     pub fn new(l: &Limits) -> Self {
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            general: RateLimiter::keyed(Quota::per_second(nz(l.requests_per_second)).allow_burst(nz(l.request_burst))),
+            general: RateLimiter::keyed(
+                Quota::per_second(nz(l.requests_per_second)).allow_burst(nz(l.request_burst)),
+            ),
             login: RateLimiter::keyed(Quota::per_minute(nz(l.logins_per_minute))),
         }
     }
@@ -68,7 +70,11 @@ pub async fn limit(State(st): State<LimitState>, req: Request, next: Next) -> Re
         || (sensitive && st.limiters.login.check_key(&ip).is_err());
     if over {
         st.services.metrics.rate_limited.inc();
-        return ApiError::new(ErrorCode::RateLimited, "too many requests; slow down and retry").into_response();
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many requests; slow down and retry",
+        )
+        .into_response();
     }
     next.run(req).await
 }

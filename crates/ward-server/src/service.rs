@@ -45,11 +45,21 @@ pub struct Actor {
 impl Actor {
     /// The local administration CLI.
     pub fn cli() -> Self {
-        Self { user_id: None, device_id: None, role: Role::Admin, via: "cli" }
+        Self {
+            user_id: None,
+            device_id: None,
+            role: Role::Admin,
+            via: "cli",
+        }
     }
     /// The server itself (background jobs).
     pub fn system() -> Self {
-        Self { user_id: None, device_id: None, role: Role::Admin, via: "system" }
+        Self {
+            user_id: None,
+            device_id: None,
+            role: Role::Admin,
+            via: "system",
+        }
     }
 }
 
@@ -105,12 +115,14 @@ impl Services {
 
     /// Serve `/metrics` to any client (default: loopback clients and admin sessions only).
     pub fn set_metrics_public(&self, public: bool) {
-        self.metrics_public.store(public, std::sync::atomic::Ordering::Relaxed);
+        self.metrics_public
+            .store(public, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// See [`Services::set_metrics_public`].
     pub fn metrics_public(&self) -> bool {
-        self.metrics_public.load(std::sync::atomic::Ordering::Relaxed)
+        self.metrics_public
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Now.
@@ -120,27 +132,47 @@ impl Services {
 
     /// The organisation policy in force.
     pub fn policy(&self) -> OrgPolicy {
-        self.org.read().unwrap_or_else(|p| p.into_inner()).policy.clone()
+        self.org
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .policy
+            .clone()
     }
 
     /// The organisation name.
     pub fn organisation_name(&self) -> String {
-        self.org.read().unwrap_or_else(|p| p.into_inner()).name.clone()
+        self.org
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .name
+            .clone()
     }
 
     /// Replace the policy (stored, then cached).
-    pub async fn set_policy(&self, actor: &Actor, policy: OrgPolicy) -> crate::error::ApiResult<()> {
+    pub async fn set_policy(
+        &self,
+        actor: &Actor,
+        policy: OrgPolicy,
+    ) -> crate::error::ApiResult<()> {
         require_role(actor, &[Role::Admin])?;
         self.store.set_policy(&policy).await?;
         self.audit
-            .record(actor, "policy.change", None, serde_json::to_value(&policy).unwrap_or_default())
+            .record(
+                actor,
+                "policy.change",
+                None,
+                serde_json::to_value(&policy).unwrap_or_default(),
+            )
             .await?;
         self.org.write().unwrap_or_else(|p| p.into_inner()).policy = policy;
         Ok(())
     }
 
     async fn user_or_404(&self, id: UserId) -> crate::error::ApiResult<User> {
-        self.store.user(id).await?.ok_or_else(|| crate::error::ApiError::not_found("user"))
+        self.store
+            .user(id)
+            .await?
+            .ok_or_else(|| crate::error::ApiError::not_found("user"))
     }
 }
 

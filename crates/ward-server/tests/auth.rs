@@ -1,7 +1,10 @@
 //! Authentication over the real API: TOTP as second factor (single use), device credentials
 //! signed by the organisation CA, logout, rate limiting, and TLS with the generated CA.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions panic on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions panic on purpose"
+)]
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::StatusCode;
@@ -10,16 +13,31 @@ use ward_proto::{DeviceCredential, Role, ServerInfo};
 use ward_server::config::RawConfig;
 use ward_testing::{PASSWORD, ServerOptions, TestServer, b64, send, totp_code};
 
-async fn login(server: &TestServer, user: &str, totp: Option<String>, device_id: &str) -> (StatusCode, serde_json::Value) {
-    send(&server.client(), reqwest::Method::POST, &format!("{}/v1/login", server.url), None, Some(json!({
-        "username": user, "password": PASSWORD, "totp": totp, "device_id": device_id,
-    })))
+async fn login(
+    server: &TestServer,
+    user: &str,
+    totp: Option<String>,
+    device_id: &str,
+) -> (StatusCode, serde_json::Value) {
+    send(
+        &server.client(),
+        reqwest::Method::POST,
+        &format!("{}/v1/login", server.url),
+        None,
+        Some(json!({
+            "username": user, "password": PASSWORD, "totp": totp, "device_id": device_id,
+        })),
+    )
     .await
 }
 
 #[tokio::test]
 async fn totp_is_required_and_single_use() {
-    let server = TestServer::start_with(ServerOptions { manual_clock: true, ..Default::default() }).await;
+    let server = TestServer::start_with(ServerOptions {
+        manual_clock: true,
+        ..Default::default()
+    })
+    .await;
     let alice = server.enroll("alice", Role::Nurse).await;
     let (s, b) = login(&server, "alice", None, &alice.device_id).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "MFA required by default: {b}");
@@ -29,11 +47,25 @@ async fn totp_is_required_and_single_use() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["device"]["device_id"], alice.device_id.as_str());
     let (s, _) = login(&server, "alice", Some(code), &alice.device_id).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "a used code is refused (RFC 6238 §5.2)");
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a used code is refused (RFC 6238 §5.2)"
+    );
     server.advance(time::Duration::seconds(30));
-    let (s, b) = login(&server, "alice", Some(alice.totp_at(server.now())), &alice.device_id).await;
+    let (s, b) = login(
+        &server,
+        "alice",
+        Some(alice.totp_at(server.now())),
+        &alice.device_id,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "the next step's code works: {b}");
-    let wrong = if alice.totp_at(server.now()) == "000000" { "111111" } else { "000000" };
+    let wrong = if alice.totp_at(server.now()) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
     server.advance(time::Duration::seconds(30));
     let (s, _) = login(&server, "alice", Some(wrong.into()), &alice.device_id).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -46,28 +78,46 @@ async fn device_credentials_verify_against_the_organisation_ca() {
     let server = TestServer::start().await;
     let alice = server.enroll("alice", Role::Physician).await;
     let bob = server.enroll("bob", Role::Nurse).await;
-    let (_, info) = send(&alice.http, reqwest::Method::GET, &format!("{}/v1/server", server.url), None, None).await;
+    let (_, info) = send(
+        &alice.http,
+        reqwest::Method::GET,
+        &format!("{}/v1/server", server.url),
+        None,
+        None,
+    )
+    .await;
     let info: ServerInfo = serde_json::from_value(info).unwrap();
     assert_eq!(info.ciphersuites[0], 0x004D, "X-Wing first");
     assert_eq!(info.external_sender_public_key.len(), 32);
     assert!(info.mfa_required);
-    let ca = VerifyingKey::from_bytes(info.org_ca_public_key.as_slice().try_into().unwrap()).unwrap();
+    let ca =
+        VerifyingKey::from_bytes(info.org_ca_public_key.as_slice().try_into().unwrap()).unwrap();
     let (s, entry) = alice.get("/v1/users/bob").await;
     assert_eq!(s, StatusCode::OK, "{entry}");
     let cred: DeviceCredential = serde_json::from_value(entry["devices"][0].clone()).unwrap();
     assert_eq!(cred.device_id.to_string(), bob.device_id);
-    assert_eq!(cred.signature_key.as_slice(), bob.signing_key.verifying_key().as_bytes());
+    assert_eq!(
+        cred.signature_key.as_slice(),
+        bob.signing_key.verifying_key().as_bytes()
+    );
     let sig = Signature::from_slice(cred.signature.as_slice()).unwrap();
     ca.verify(&cred.signed_bytes(), &sig).unwrap();
     let mut forged = cred.clone();
     forged.username = "alice".parse().unwrap();
-    assert!(ca.verify(&forged.signed_bytes(), &sig).is_err(), "the signature binds the username");
+    assert!(
+        ca.verify(&forged.signed_bytes(), &sig).is_err(),
+        "the signature binds the username"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn logout_ends_the_session_and_second_devices_get_their_own() {
-    let server = TestServer::start_with(ServerOptions { manual_clock: true, ..Default::default() }).await;
+    let server = TestServer::start_with(ServerOptions {
+        manual_clock: true,
+        ..Default::default()
+    })
+    .await;
     let alice = server.enroll("alice", Role::Physician).await;
     let tablet = alice.login_new_device(server.now()).await;
     assert_ne!(tablet.device_id, alice.device_id);
@@ -81,7 +131,12 @@ async fn logout_ends_the_session_and_second_devices_get_their_own() {
     assert_eq!(s, StatusCode::OK, "the other device's session is untouched");
     assert_eq!(me["device_id"], tablet.device_id.as_str());
     // Revoking the tablet ends its session and it cannot log in again.
-    let (s, _) = tablet.post(&format!("/v1/devices/{}/revoke", tablet.device_id), json!({})).await;
+    let (s, _) = tablet
+        .post(
+            &format!("/v1/devices/{}/revoke", tablet.device_id),
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = tablet.get("/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -97,34 +152,72 @@ async fn logout_ends_the_session_and_second_devices_get_their_own() {
 async fn login_attempts_are_rate_limited_per_ip() {
     let mut raw = RawConfig::default();
     raw.limits.logins_per_minute = 3;
-    let server = TestServer::start_with(ServerOptions { raw: Some(raw), ..Default::default() }).await;
+    let server = TestServer::start_with(ServerOptions {
+        raw: Some(raw),
+        ..Default::default()
+    })
+    .await;
     let http = server.client();
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let (s, _) = send(&http, reqwest::Method::POST, &format!("{}/v1/login", server.url), None, Some(json!({
-            "username": "nobody", "password": "x", "device_id": uuid::Uuid::new_v4(),
-        }))).await;
+        let (s, _) = send(
+            &http,
+            reqwest::Method::POST,
+            &format!("{}/v1/login", server.url),
+            None,
+            Some(json!({
+                "username": "nobody", "password": "x", "device_id": uuid::Uuid::new_v4(),
+            })),
+        )
+        .await;
         statuses.push(s.as_u16());
     }
     assert_eq!(&statuses[..3], &[401, 401, 401]);
     assert_eq!(&statuses[3..], &[429, 429], "{statuses:?}");
-    let (s, _) = send(&http, reqwest::Method::GET, &format!("{}/v1/health", server.url), None, None).await;
+    let (s, _) = send(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/v1/health", server.url),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "other routes keep their own budget");
-    let (_, metrics) = send(&http, reqwest::Method::GET, &format!("{}/metrics", server.url), None, None).await;
-    assert!(metrics.as_str().unwrap().contains("ward_rate_limited_total 2"), "{metrics}");
+    let (_, metrics) = send(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/metrics", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ward_rate_limited_total 2"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn tls_server_with_generated_ca_serves_the_api() {
-    let server = TestServer::start_with(ServerOptions { tls: true, ..Default::default() }).await;
+    let server = TestServer::start_with(ServerOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
     assert!(server.url.starts_with("https://"));
     let alice = server.enroll("alice", Role::Physician).await;
     let (s, _) = alice.get("/v1/me").await;
     assert_eq!(s, StatusCode::OK);
     let (s, spec) = alice.get("/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.1"),
+        "OpenAPI 3.1"
+    );
     assert!(spec["paths"]["/v1/conversations/{conversation_id}/envelopes"]["post"].is_object());
     let _ = b64(b"");
     server.stop().await;

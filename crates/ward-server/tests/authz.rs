@@ -106,7 +106,8 @@ const MATRIX: &[Row] = &[
     row("GET",  "/v1/health",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
     row("GET",  "/v1/server",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
     row("GET",  "/v1/openapi.json",                                     "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
-    row("GET",  "/metrics",                                             "",                  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
+    // Metrics: loopback clients (these tests) and admin sessions; a token, if sent, must be valid.
+    row("GET",  "/metrics",                                             "loopback",          [A,   A,   A,   A,   A,   A,   A,   A,   U]),
     row("POST", "/v1/enroll",                                           "own pending user",  [A,   A,   A,   A,   A,   A,   A,   A,   A]),
     row("POST", "/v1/login",                                            "own account",       [A,   A,   A,   A,   A,   A,   A,   A,   A]),
     // Any active session, whatever the role.
@@ -332,7 +333,7 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("GET", "/v1/users/{username}", _) => (format!("/v1/users/{}", fx.target.username), None),
         ("POST", "/v1/users/{username}/key-packages/claim", _) => (
             format!("/v1/users/{}/key-packages/claim", fx.target.username),
-            None,
+            Some(json!({})),
         ),
         ("POST", "/v1/conversations", _) => (
             r.path.to_owned(),

@@ -186,6 +186,12 @@ async fn json_routes(
             physician,
             json!({"conversations": [{"conversation_id": conv, "seq": 0}]}),
         ),
+        // A claim for a user who does not exist: nothing is consumed.
+        at(
+            "/v1/users/nobody/key-packages/claim",
+            physician,
+            json!({"devices": []}),
+        ),
         at(
             "/v1/admin/users",
             admin,
@@ -1010,6 +1016,40 @@ async fn key_packages_are_one_time_then_last_resort_then_409() {
         "invalid_request",
         "pending user",
     );
+
+    // The optional device filter: only valid ids, at most 64, and only the user's devices.
+    let multi = server.enroll("multi", Role::Nurse).await;
+    multi.upload_key_packages(3).await;
+    let path = "/v1/users/multi/key-packages/claim";
+    for (body, what) in [
+        (json!({"devices": ["not-a-uuid"]}), "bad id"),
+        (json!({"devices": "all"}), "not a list"),
+        (
+            json!({"devices": (0..65).map(|_| new_id()).collect::<Vec<_>>()}),
+            "65 devices",
+        ),
+    ] {
+        expect_error(
+            physician.post(path, body).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            what,
+        );
+    }
+    let got = physician
+        .post(path, json!({"devices": [with_lr.device_id]}))
+        .await;
+    expect_error(
+        got,
+        StatusCode::CONFLICT,
+        "no_key_package",
+        "another user's device",
+    );
+    let (s, b) = physician
+        .post(path, json!({"devices": [multi.device_id]}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["key_packages"][0]["device_id"], multi.device_id.as_str());
 }
 
 #[tokio::test]
@@ -1652,13 +1692,48 @@ async fn unknown_routes_and_wrong_methods_answer_json() {
                 None,
             )
             .await;
-            assert!(
-                s.is_client_error() && s != StatusCode::NOT_FOUND,
-                "{method} {path}: {s} {b}"
-            );
-            code(&b);
+            assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {b}");
+            assert_eq!(code(&b), "method_not_allowed");
         }
     }
+}
+
+/// Request counters are labelled by method. A client inventing methods (any token is a
+/// valid HTTP method) must not be able to create label sets without bound: each one stays in
+/// memory and in every `/metrics` answer forever.
+///
+/// Fails today: `count_requests` (http.rs) labels with `req.method().as_str()` verbatim.
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let server = TestServer::start().await;
+    let http = server.client();
+    for i in 0..20 {
+        let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+        let resp = http
+            .request(method, format!("{}/v1/health", server.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert!(status.is_client_error(), "{status}: {body}");
+        code(&body);
+    }
+    let (s, metrics) = send(
+        &http,
+        Method::GET,
+        &format!("{}/metrics", server.url),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let text = metrics.as_str().unwrap();
+    let invented: Vec<&str> = text.lines().filter(|l| l.contains("INVENTED")).collect();
+    assert!(
+        invented.is_empty(),
+        "client-chosen methods became metric labels: {invented:#?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1786,7 +1861,6 @@ fn garbled_bodies_never_cause_server_errors() {
     // session the other cases use.) Their targets do not exist, so nothing changes.
     let admin_token = routes.last().unwrap().token.clone();
     for path in [
-        "/v1/users/nobody/key-packages/claim".to_owned(),
         "/v1/admin/users/nobody/suspend".to_owned(),
         "/v1/admin/users/nobody/reactivate".to_owned(),
         "/v1/admin/users/nobody/enrollment-code".to_owned(),

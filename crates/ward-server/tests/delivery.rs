@@ -2,7 +2,10 @@
 //! one commit per epoch, idempotency, receipts, multi-device, removal, offline catch-up.
 //! Payloads are opaque to the server, so the tests use marker bytes instead of real MLS.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions panic on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions panic on purpose"
+)]
 
 use std::time::Duration;
 
@@ -21,14 +24,20 @@ fn new_id() -> String {
 }
 
 async fn create_group(u: &TestUser) -> String {
-    let (s, b) = u.post("/v1/conversations", json!({"kind": "group", "ciphersuite": XWING})).await;
+    let (s, b) = u
+        .post(
+            "/v1/conversations",
+            json!({"kind": "group", "ciphersuite": XWING}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     assert_eq!(b["epoch"], 0);
     b["conversation_id"].as_str().unwrap().to_owned()
 }
 
 async fn send(u: &TestUser, conv: &str, body: Value) -> (StatusCode, Value) {
-    u.post(&format!("/v1/conversations/{conv}/envelopes"), body).await
+    u.post(&format!("/v1/conversations/{conv}/envelopes"), body)
+        .await
 }
 
 async fn app(u: &TestUser, conv: &str, epoch: u64, payload: &[u8]) -> Value {
@@ -38,12 +47,17 @@ async fn app(u: &TestUser, conv: &str, epoch: u64, payload: &[u8]) -> Value {
 }
 
 async fn add(by: &TestUser, conv: &str, epoch: u64, user: &TestUser, devices: &[&str]) -> Value {
-    let (s, b) = send(by, conv, json!({
-        "client_message_id": new_id(), "kind": "commit", "epoch": epoch,
-        "payload": b64(format!("commit-add-{}-{epoch}", user.username).as_bytes()),
-        "add_users": [user.user_id],
-        "welcome": {"payload": b64(b"welcome"), "devices": devices},
-    })).await;
+    let (s, b) = send(
+        by,
+        conv,
+        json!({
+            "client_message_id": new_id(), "kind": "commit", "epoch": epoch,
+            "payload": b64(format!("commit-add-{}-{epoch}", user.username).as_bytes()),
+            "add_users": [user.user_id],
+            "welcome": {"payload": b64(b"welcome"), "devices": devices},
+        }),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b
 }
@@ -51,17 +65,27 @@ async fn add(by: &TestUser, conv: &str, epoch: u64, user: &TestUser, devices: &[
 async fn sync_all(u: &TestUser) -> (Vec<Value>, Vec<Value>) {
     let (s, b) = u.get("/v1/sync").await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    (b["inbox"].as_array().unwrap().clone(), b["envelopes"].as_array().unwrap().clone())
+    (
+        b["inbox"].as_array().unwrap().clone(),
+        b["envelopes"].as_array().unwrap().clone(),
+    )
 }
 
 async fn ack(u: &TestUser, conv: &str, seq: u64, inbox: Option<u64>) {
-    let (s, b) = u.post("/v1/sync/ack", json!({"conversations": [{"conversation_id": conv, "seq": seq}], "inbox_seq": inbox})).await;
+    let (s, b) = u
+        .post(
+            "/v1/sync/ack",
+            json!({"conversations": [{"conversation_id": conv, "seq": seq}], "inbox_seq": inbox}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 }
 
 fn payload_of(e: &Value) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(e["payload"].as_str().unwrap()).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(e["payload"].as_str().unwrap())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -72,9 +96,14 @@ async fn group_lifecycle_with_welcome_receipts_and_removal() {
     bob.upload_key_packages(3).await;
 
     // Alice claims one of Bob's KeyPackages and adds him.
-    let (s, claim) = alice.post("/v1/users/bob/key-packages/claim", json!({})).await;
+    let (s, claim) = alice
+        .post("/v1/users/bob/key-packages/claim", json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{claim}");
-    assert_eq!(claim["key_packages"][0]["device_id"], bob.device_id.as_str());
+    assert_eq!(
+        claim["key_packages"][0]["device_id"],
+        bob.device_id.as_str()
+    );
     assert_eq!(claim["key_packages"][0]["last_resort"], false);
     let conv = create_group(&alice).await;
     let r = add(&alice, &conv, 0, &bob, &[&bob.device_id]).await;
@@ -87,7 +116,11 @@ async fn group_lifecycle_with_welcome_receipts_and_removal() {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0]["kind"], "welcome");
     assert_eq!(inbox[0]["commit_seq"], 1);
-    assert_eq!(envelopes.len(), 1, "only what follows the commit that added him: {envelopes:?}");
+    assert_eq!(
+        envelopes.len(),
+        1,
+        "only what follows the commit that added him: {envelopes:?}"
+    );
     assert_eq!(payload_of(&envelopes[0]), b"hello bob");
     assert_eq!(envelopes[0]["sender_user_id"], alice.user_id.as_str());
     // Alice does not get her own messages back.
@@ -99,17 +132,31 @@ async fn group_lifecycle_with_welcome_receipts_and_removal() {
     let (_, st) = alice.get(&status_path).await;
     assert_eq!(st["recipients"].as_array().unwrap().len(), 1);
     assert!(st["recipients"][0]["delivered_at"].is_null());
-    ack(&bob, &conv, 2, Some(inbox[0]["inbox_seq"].as_u64().unwrap())).await;
+    ack(
+        &bob,
+        &conv,
+        2,
+        Some(inbox[0]["inbox_seq"].as_u64().unwrap()),
+    )
+    .await;
     let (_, st) = alice.get(&status_path).await;
     assert_eq!(st["recipients"][0]["device_id"], bob.device_id.as_str());
     assert!(st["recipients"][0]["delivered_at"].is_string(), "{st}");
     assert!(st["recipients"][0]["read_at"].is_null());
-    let (s, _) = bob.post("/v1/receipts/read", json!({"conversations": [{"conversation_id": conv, "seq": 2}]})).await;
+    let (s, _) = bob
+        .post(
+            "/v1/receipts/read",
+            json!({"conversations": [{"conversation_id": conv, "seq": 2}]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, st) = alice.get(&status_path).await;
     assert!(st["recipients"][0]["read_at"].is_string(), "{st}");
     let (inbox, envelopes) = sync_all(&bob).await;
-    assert!(inbox.is_empty() && envelopes.is_empty(), "acked items are not redelivered");
+    assert!(
+        inbox.is_empty() && envelopes.is_empty(),
+        "acked items are not redelivered"
+    );
 
     // Idempotency: a retried send returns the first answer and stores nothing new.
     let cmid = new_id();
@@ -119,30 +166,50 @@ async fn group_lifecycle_with_welcome_receipts_and_removal() {
     assert_eq!(a["seq"], b["seq"]);
     assert_eq!(b["duplicate"], true);
     let (_, envelopes) = sync_all(&bob).await;
-    assert_eq!(envelopes.iter().filter(|e| payload_of(e) == b"once").count(), 1);
+    assert_eq!(
+        envelopes
+            .iter()
+            .filter(|e| payload_of(e) == b"once")
+            .count(),
+        1
+    );
 
     // Removal: Bob receives the removing commit and a removal notice, nothing after.
-    let (s, r) = send(&alice, &conv, json!({
-        "client_message_id": new_id(), "kind": "commit", "epoch": 1,
-        "payload": b64(b"commit-remove-bob"), "remove_users": [bob.user_id],
-    })).await;
+    let (s, r) = send(
+        &alice,
+        &conv,
+        json!({
+            "client_message_id": new_id(), "kind": "commit", "epoch": 1,
+            "payload": b64(b"commit-remove-bob"), "remove_users": [bob.user_id],
+        }),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     let removal_seq = r["seq"].as_u64().unwrap();
     app(&alice, &conv, 2, b"after bob left").await;
     let (inbox, envelopes) = sync_all(&bob).await;
-    assert_eq!(inbox.iter().filter(|i| i["kind"] == "removed").count(), 1, "{inbox:?}");
+    assert_eq!(
+        inbox.iter().filter(|i| i["kind"] == "removed").count(),
+        1,
+        "{inbox:?}"
+    );
     assert_eq!(envelopes.last().unwrap()["seq"].as_u64(), Some(removal_seq));
     assert!(envelopes.iter().all(|e| payload_of(e) != b"after bob left"));
     let (s, _) = send(&bob, &conv, json!({"client_message_id": new_id(), "kind": "application", "epoch": 2, "payload": b64(b"x")})).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "a removed member cannot send");
 
     // The commit log has both commits with their hashes, in epoch order.
-    let (_, log) = alice.get(&format!("/v1/conversations/{conv}/commits")).await;
+    let (_, log) = alice
+        .get(&format!("/v1/conversations/{conv}/commits"))
+        .await;
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0]["epoch"], 0);
     assert_eq!(log[1]["epoch"], 1);
-    assert_eq!(log[1]["commit_hash"], hex::encode(Sha256::digest(b"commit-remove-bob")));
+    assert_eq!(
+        log[1]["commit_hash"],
+        hex::encode(Sha256::digest(b"commit-remove-bob"))
+    );
     server.stop().await;
 }
 
@@ -154,9 +221,16 @@ async fn exactly_one_concurrent_commit_wins_and_the_loser_learns_the_epoch() {
     let conv = create_group(&alice).await;
     add(&alice, &conv, 0, &bob, &[&bob.device_id]).await;
     let body = |tag: &str| json!({"client_message_id": new_id(), "kind": "commit", "epoch": 1, "payload": b64(tag.as_bytes())});
-    let (a, b) = tokio::join!(send(&alice, &conv, body("alice-update")), send(&bob, &conv, body("bob-update")));
+    let (a, b) = tokio::join!(
+        send(&alice, &conv, body("alice-update")),
+        send(&bob, &conv, body("bob-update"))
+    );
     let statuses = [a.0, b.0];
-    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{a:?} {b:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{a:?} {b:?}"
+    );
     let loser = if a.0 == StatusCode::OK { b.1 } else { a.1 };
     assert_eq!(loser["error"]["code"], "epoch_conflict");
     assert_eq!(loser["error"]["current_epoch"], 2);
@@ -179,7 +253,10 @@ async fn every_device_of_every_member_receives_and_new_devices_join_by_welcome()
     let bob2 = bob.login_new_device(server.now()).await;
     app(&alice, &conv, 1, b"before second device").await;
     let (inbox, envelopes) = sync_all(&bob2).await;
-    assert!(inbox.is_empty() && envelopes.is_empty(), "a device sees nothing before its Welcome");
+    assert!(
+        inbox.is_empty() && envelopes.is_empty(),
+        "a device sees nothing before its Welcome"
+    );
     let (s, r) = send(&alice, &conv, json!({
         "client_message_id": new_id(), "kind": "commit", "epoch": 1, "payload": b64(b"add bob2"),
         "welcome": {"payload": b64(b"welcome2"), "devices": [bob2.device_id]},
@@ -188,7 +265,13 @@ async fn every_device_of_every_member_receives_and_new_devices_join_by_welcome()
     app(&alice, &conv, 2, b"to both devices").await;
     for d in [&bob, &bob2] {
         let (_, envelopes) = sync_all(d).await;
-        assert_eq!(envelopes.iter().filter(|e| payload_of(e) == b"to both devices").count(), 1);
+        assert_eq!(
+            envelopes
+                .iter()
+                .filter(|e| payload_of(e) == b"to both devices")
+                .count(),
+            1
+        );
     }
     // A message from one of Bob's devices reaches his other device.
     app(&bob2, &conv, 2, b"from bob2").await;
@@ -212,7 +295,11 @@ async fn sync_pages_in_order_without_loss() {
     let mut got = Vec::new();
     loop {
         let (_, b) = bob.get("/v1/sync?limit=10").await;
-        let inbox_seq = b["inbox"].as_array().unwrap().last().map(|i| i["inbox_seq"].as_u64().unwrap());
+        let inbox_seq = b["inbox"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map(|i| i["inbox_seq"].as_u64().unwrap());
         let env = b["envelopes"].as_array().unwrap().clone();
         if let Some(last) = env.last() {
             ack(&bob, &conv, last["seq"].as_u64().unwrap(), inbox_seq).await;
@@ -220,7 +307,10 @@ async fn sync_pages_in_order_without_loss() {
             let (s, _) = bob.post("/v1/sync/ack", json!({"inbox_seq": i})).await;
             assert_eq!(s, StatusCode::NO_CONTENT);
         }
-        got.extend(env.iter().map(|e| String::from_utf8(payload_of(e)).unwrap()));
+        got.extend(
+            env.iter()
+                .map(|e| String::from_utf8(payload_of(e)).unwrap()),
+        );
         if b["more"] != true {
             break;
         }
@@ -239,14 +329,21 @@ async fn websocket_pushes_envelopes_and_accepts_acks() {
 
     let ws_url = format!("{}/v1/ws", server.url.replace("http://", "ws://"));
     let mut req = ws_url.clone().into_client_request().unwrap();
-    req.headers_mut().insert("Authorization", format!("Bearer {}", bob.token).parse().unwrap());
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", bob.token).parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
 
     add(&alice, &conv, 0, &bob, &[&bob.device_id]).await;
     app(&alice, &conv, 1, b"live").await;
     let mut got = Vec::new();
     while got.len() < 2 {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("push within 10 s").unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("push within 10 s")
+            .unwrap()
+            .unwrap();
         got.push(serde_json::from_str::<Value>(msg.to_text().unwrap()).unwrap());
     }
     assert_eq!(got[0]["type"], "inbox");
@@ -257,10 +354,16 @@ async fn websocket_pushes_envelopes_and_accepts_acks() {
     // Acknowledge over the socket; the sender sees the delivery.
     let seq = got[1]["seq"].as_u64().unwrap();
     let ack = json!({"type": "ack", "conversations": [{"conversation_id": conv, "seq": seq}], "inbox_seq": got[0]["inbox_seq"]});
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(ack.to_string().into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        ack.to_string().into(),
+    ))
+    .await
+    .unwrap();
     let mut delivered = false;
     for _ in 0..50 {
-        let (_, st) = alice.get(&format!("/v1/conversations/{conv}/messages/{seq}/status")).await;
+        let (_, st) = alice
+            .get(&format!("/v1/conversations/{conv}/messages/{seq}/status"))
+            .await;
         if st["recipients"][0]["delivered_at"].is_string() {
             delivered = true;
             break;
@@ -270,7 +373,11 @@ async fn websocket_pushes_envelopes_and_accepts_acks() {
     assert!(delivered, "ack over WebSocket recorded as delivery receipt");
 
     // A malformed frame closes the socket with a policy error.
-    ws.send(tokio_tungstenite::tungstenite::Message::Text("not json".into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        "not json".into(),
+    ))
+    .await
+    .unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(m)) = ws.next().await {
             if m.is_close() {
@@ -285,11 +392,22 @@ async fn websocket_pushes_envelopes_and_accepts_acks() {
 
     // Suspension ends a live socket at once.
     let mut req = ws_url.into_client_request().unwrap();
-    req.headers_mut().insert("Authorization", format!("Bearer {}", bob.token).parse().unwrap());
+    req.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", bob.token).parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    server.services.suspend_user(&ward_server::service::Actor::cli(), &"bob".parse().unwrap()).await.unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+    server
+        .services
+        .suspend_user(&ward_server::service::Actor::cli(), &"bob".parse().unwrap())
+        .await
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(msg.to_text().unwrap().contains("session_ended"), "{msg:?}");
     let (s, _) = bob.get("/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -302,10 +420,20 @@ async fn direct_conversations_are_unique_per_pair_and_stay_two_person() {
     let alice = server.enroll("alice", Role::Physician).await;
     let bob = server.enroll("bob", Role::Nurse).await;
     let carol = server.enroll("carol", Role::Nurse).await;
-    let (s, c) = alice.post("/v1/conversations", json!({"kind": "direct", "ciphersuite": XWING, "peer": "bob"})).await;
+    let (s, c) = alice
+        .post(
+            "/v1/conversations",
+            json!({"kind": "direct", "ciphersuite": XWING, "peer": "bob"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{c}");
     let conv = c["conversation_id"].as_str().unwrap().to_owned();
-    let (s, e) = bob.post("/v1/conversations", json!({"kind": "direct", "ciphersuite": XWING, "peer": "alice"})).await;
+    let (s, e) = bob
+        .post(
+            "/v1/conversations",
+            json!({"kind": "direct", "ciphersuite": XWING, "peer": "alice"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains(&conv));
     let (s, e) = send(&alice, &conv, json!({
@@ -314,8 +442,17 @@ async fn direct_conversations_are_unique_per_pair_and_stay_two_person() {
     })).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
     add(&alice, &conv, 0, &bob, &[&bob.device_id]).await;
-    let (s, e) = alice.post("/v1/conversations", json!({"kind": "group", "ciphersuite": 0x0003})).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "ciphersuite outside policy: {e}");
+    let (s, e) = alice
+        .post(
+            "/v1/conversations",
+            json!({"kind": "group", "ciphersuite": 0x0003}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "ciphersuite outside policy: {e}"
+    );
     server.stop().await;
 }
 
@@ -331,12 +468,30 @@ async fn audit_log_records_the_story_without_content() {
     sync_all(&bob).await;
     let (s, page) = admin.get("/v1/admin/audit?limit=1000").await;
     assert_eq!(s, StatusCode::OK);
-    let actions: Vec<&str> = page["records"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
-    for want in ["user.create", "enroll.success", "device.register", "conversation.create", "message.send", "message.fetch"] {
+    let actions: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "user.create",
+        "enroll.success",
+        "device.register",
+        "conversation.create",
+        "message.send",
+        "message.fetch",
+    ] {
         assert!(actions.contains(&want), "{want} missing from {actions:?}");
     }
-    assert!(!page.to_string().contains("UNIQUE-MARKER"), "audit holds no content");
-    assert!(!page.to_string().contains(&b64(b"UNIQUE-MARKER-7f3a")), "audit holds no payload");
+    assert!(
+        !page.to_string().contains("UNIQUE-MARKER"),
+        "audit holds no content"
+    );
+    assert!(
+        !page.to_string().contains(&b64(b"UNIQUE-MARKER-7f3a")),
+        "audit holds no payload"
+    );
     let (_, report) = admin.get("/v1/admin/audit/verify").await;
     assert_eq!(report["ok"], true, "{report}");
     server.stop().await;

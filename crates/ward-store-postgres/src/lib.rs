@@ -76,9 +76,11 @@ impl PgStore {
         check_schema_name(schema)?;
         let options = parse_url(url)?;
         let mut conn = options.connect().await.map_err(StoreError::backend)?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-            .await
-            .map_err(StoreError::backend)?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .await
+        .map_err(StoreError::backend)?;
         drop(conn);
 
         let set_path = format!("SET search_path TO \"{schema}\"");
@@ -104,9 +106,11 @@ impl PgStore {
             .connect()
             .await
             .map_err(StoreError::backend)?;
-        conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-            .await
-            .map_err(StoreError::backend)?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .await
+        .map_err(StoreError::backend)?;
         Ok(())
     }
 

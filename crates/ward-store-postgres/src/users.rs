@@ -139,14 +139,16 @@ impl UserStore for PgStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .be()?
-            .as_ref()
-            .map(user_of)
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS} FROM users WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .be()?
+        .as_ref()
+        .map(user_of)
+        .transpose()
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
@@ -300,7 +302,8 @@ impl UserStore for PgStore {
     }
 
     async fn use_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool> {
-        let step = i64::try_from(step).map_err(|_| StoreError::Corrupt("totp step out of range".into()))?;
+        let step = i64::try_from(step)
+            .map_err(|_| StoreError::Corrupt("totp step out of range".into()))?;
         let updated = sqlx::query(
             "UPDATE users SET totp_last_step = $2 \
              WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
@@ -326,14 +329,16 @@ impl DeviceStore for PgStore {
     }
 
     async fn device(&self, id: DeviceId) -> StoreResult<Option<Device>> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1")))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .be()?
-            .as_ref()
-            .map(device_of)
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .be()?
+        .as_ref()
+        .map(device_of)
+        .transpose()
     }
 
     async fn devices_of_user(&self, user: UserId) -> StoreResult<Vec<Device>> {

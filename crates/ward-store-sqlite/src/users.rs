@@ -68,14 +68,16 @@ impl UserStore for SqliteStore {
     }
 
     async fn user(&self, user: UserId) -> StoreResult<Option<User>> {
-        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?")))
-            .bind(id(user.0))
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+        )))
+        .bind(id(user.0))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
     }
 
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {

@@ -34,7 +34,10 @@ pub fn canonical_details(details: &serde_json::Value) -> String {
 
 /// Hash of one record: SHA-256 over a domain label, the previous hash and every field,
 /// length-prefixed.
-#[allow(clippy::too_many_arguments, reason = "one argument per hashed field keeps it explicit")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per hashed field keeps it explicit"
+)]
 pub fn record_hash(
     prev_hash: &[u8; 32],
     seq: u64,
@@ -50,7 +53,13 @@ pub fn record_hash(
     h.update(prev_hash);
     h.update(seq.to_be_bytes());
     h.update(micros(at).to_be_bytes());
-    for field in [actor_user, actor_device, Some(action), target, Some(details_json)] {
+    for field in [
+        actor_user,
+        actor_device,
+        Some(action),
+        target,
+        Some(details_json),
+    ] {
         match field {
             None => h.update([0u8]),
             Some(s) => {
@@ -129,7 +138,10 @@ impl ChainVerifier {
         };
         if r.seq != self.expected_seq {
             let why = if r.seq > self.expected_seq {
-                format!("record {} is missing (next present is {})", self.expected_seq, r.seq)
+                format!(
+                    "record {} is missing (next present is {})",
+                    self.expected_seq, r.seq
+                )
             } else {
                 format!("record {} is out of order", r.seq)
             };
@@ -139,14 +151,26 @@ impl ChainVerifier {
             return fail(
                 self,
                 r.seq,
-                format!("record {} does not link to record {}", r.seq, r.seq.saturating_sub(1)),
+                format!(
+                    "record {} does not link to record {}",
+                    r.seq,
+                    r.seq.saturating_sub(1)
+                ),
             );
         }
         let Some(computed) = recompute(r) else {
-            return fail(self, r.seq, format!("record {} has a malformed hash", r.seq));
+            return fail(
+                self,
+                r.seq,
+                format!("record {} has a malformed hash", r.seq),
+            );
         };
         if decode_hash(&r.hash) != Some(computed) {
-            return fail(self, r.seq, format!("record {} was modified (hash mismatch)", r.seq));
+            return fail(
+                self,
+                r.seq,
+                format!("record {} was modified (hash mismatch)", r.seq),
+            );
         }
         if self.wanted.contains(&r.seq) {
             self.hashes_at_checkpoints.insert(r.seq, r.hash.clone());
@@ -166,19 +190,28 @@ impl ChainVerifier {
         if failure.is_none() {
             for c in checkpoints {
                 if !verify_sig(&checkpoint_message(c.seq, &c.hash), &c.signature) {
-                    failure = Some((c.seq, format!("checkpoint at record {} has a bad signature", c.seq)));
+                    failure = Some((
+                        c.seq,
+                        format!("checkpoint at record {} has a bad signature", c.seq),
+                    ));
                     break;
                 }
                 match self.hashes_at_checkpoints.get(&c.seq) {
                     Some(h) if *h == c.hash => {}
                     Some(_) => {
-                        failure = Some((c.seq, format!("record {} differs from its signed checkpoint", c.seq)));
+                        failure = Some((
+                            c.seq,
+                            format!("record {} differs from its signed checkpoint", c.seq),
+                        ));
                         break;
                     }
                     None => {
                         failure = Some((
                             c.seq,
-                            format!("record {} covered by a signed checkpoint is missing (log truncated)", c.seq),
+                            format!(
+                                "record {} covered by a signed checkpoint is missing (log truncated)",
+                                c.seq
+                            ),
                         ));
                         break;
                     }
@@ -205,7 +238,16 @@ mod tests {
             .map(|seq| {
                 let at = OffsetDateTime::from_unix_timestamp(1_700_000_000 + seq as i64).unwrap();
                 let details = serde_json::json!({"n": seq});
-                let h = record_hash(&prev, seq, at, None, None, "test", Some("t"), &canonical_details(&details));
+                let h = record_hash(
+                    &prev,
+                    seq,
+                    at,
+                    None,
+                    None,
+                    "test",
+                    Some("t"),
+                    &canonical_details(&details),
+                );
                 let r = AuditRecord {
                     seq,
                     at,
@@ -258,7 +300,12 @@ mod tests {
     #[test]
     fn truncation_caught_by_checkpoint() {
         let records = chain(5);
-        let cp = AuditCheckpoint { seq: 5, hash: records[4].hash.clone(), signature: vec![], at: records[4].at };
+        let cp = AuditCheckpoint {
+            seq: 5,
+            hash: records[4].hash.clone(),
+            signature: vec![],
+            at: records[4].at,
+        };
         let mut v = ChainVerifier::new(std::slice::from_ref(&cp));
         for r in &records[..3] {
             v.push(r);

@@ -707,15 +707,23 @@ pub async fn users_totp_steps_are_single_use(store: Arc<dyn Store>) {
     let (u, _, _) = active_user(&*store, "tess").await;
     let (other, _, _) = active_user(&*store, "tom").await;
     assert!(store.use_totp_step(u.id, 100).await.unwrap());
-    assert!(!store.use_totp_step(u.id, 100).await.unwrap(), "same step replayed");
+    assert!(
+        !store.use_totp_step(u.id, 100).await.unwrap(),
+        "same step replayed"
+    );
     assert!(!store.use_totp_step(u.id, 99).await.unwrap(), "older step");
     assert!(store.use_totp_step(u.id, 101).await.unwrap());
-    assert!(store.use_totp_step(other.id, 100).await.unwrap(), "steps are per user");
+    assert!(
+        store.use_totp_step(other.id, 100).await.unwrap(),
+        "steps are per user"
+    );
     // Concurrent use of one step: exactly one wins.
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.use_totp_step(u.id, 200).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.use_totp_step(u.id, 200).await.unwrap()
+        }));
     }
     let mut wins = 0;
     for t in tasks {

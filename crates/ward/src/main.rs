@@ -1,5 +1,8 @@
 //! `ward`: the one binary. `ward serve` runs the server; `ward admin …` administers it
-//! directly on its database (the operator holds the data directory and master key).
+//! directly on its database (the operator holds the data directory and master key); the
+//! client commands (`enroll`, `send`, `sync`, …) use an end-to-end encrypted device profile.
+
+mod client_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +18,12 @@ use ward_server::{Services, clock::SystemClock};
 #[derive(Parser)]
 #[command(name = "ward", version, about = "Ward: secure clinical messaging")]
 struct Cli {
+    /// Print results as JSON (one object, or one per line for streams).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Client profile directory (default: $WARD_PROFILE, else ~/.ward).
+    #[arg(long, global = true, value_name = "DIR")]
+    profile: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +34,29 @@ enum Command {
     Serve(ServeArgs),
     /// Administer users, devices and the audit log (works on the database directly).
     Admin(AdminArgs),
+    /// Enroll this device with a one-time code from your administrator.
+    Enroll(client_cmd::EnrollArgs),
+    /// Log in again (after the session expired), or register a new device with --server.
+    Login(client_cmd::LoginArgs),
+    /// Send a message.
+    Send(client_cmd::SendArgs),
+    /// Receive messages.
+    Sync(client_cmd::SyncArgs),
+    /// List conversations.
+    Conversations,
+    /// Create groups and change their members.
+    #[command(subcommand)]
+    Group(client_cmd::GroupCommand),
+    /// Send a read receipt for a message.
+    Read {
+        /// Message id.
+        message_id: String,
+    },
+    /// Show delivery and read state of a message you sent.
+    Status {
+        /// Message id.
+        message_id: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -56,9 +88,6 @@ struct ServeArgs {
 struct AdminArgs {
     #[command(flatten)]
     location: Location,
-    /// Print results as JSON.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -160,7 +189,9 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("WARD_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -169,10 +200,21 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    let dir = client_cmd::profile_dir(cli.profile);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Admin(args) => admin(args).await,
+        Command::Serve(args) => return serve(args).await,
+        Command::Admin(args) => return admin(args, json).await,
+        Command::Enroll(a) => client_cmd::enroll(&dir, a, json).await?,
+        Command::Login(a) => client_cmd::login(&dir, a, json).await?,
+        Command::Send(a) => client_cmd::send(&dir, a, json).await?,
+        Command::Sync(a) => client_cmd::sync(&dir, a, json).await?,
+        Command::Conversations => client_cmd::conversations(&dir, json).await?,
+        Command::Group(g) => client_cmd::group(&dir, g, json).await?,
+        Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
+        Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_config(loc: &Location, listen: Option<String>, plain: bool) -> anyhow::Result<Config> {
@@ -193,13 +235,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -207,12 +250,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
     };
     let running = ward_server::start(&config, shutdown).await?;
-    let scheme = if running.ca_pem.is_some() || config.tls != ward_server::config::TlsMode::DangerousPlainHttp { "https" } else { "http" };
+    let scheme = if running.ca_pem.is_some()
+        || config.tls != ward_server::config::TlsMode::DangerousPlainHttp
+    {
+        "https"
+    } else {
+        "http"
+    };
     println!("Ward is listening on {scheme}://{}", running.addr);
     println!("Organisation: {}", running.services.organisation_name());
     println!("Database: {}", running.services.store.backend());
     if let Some(fp) = &running.ca_fingerprint {
-        println!("TLS CA certificate: {}", config.data_dir.join("tls").join("ca.pem").display());
+        println!(
+            "TLS CA certificate: {}",
+            config.data_dir.join("tls").join("ca.pem").display()
+        );
         println!("TLS CA SHA-256 fingerprint: {fp}");
     }
     if scheme == "http" {
@@ -222,17 +274,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.location, None, false)?;
     ward_server::create_private_dir(&config.data_dir)?;
     let master = Arc::new(match std::env::var("WARD_MASTER_KEY") {
-        Ok(hex) => ward_server::keys::MasterKey::from_hex(&hex).context("WARD_MASTER_KEY is not a valid key")?,
+        Ok(hex) => ward_server::keys::MasterKey::from_hex(&hex)
+            .context("WARD_MASTER_KEY is not a valid key")?,
         Err(_) => ward_server::keys::MasterKey::load_or_create(&config.master_key_file)?,
     });
     let store = ward_server::open_store(&config.database_url).await?;
-    let services = Services::start(store, master, &config.organisation_name, Arc::new(SystemClock)).await?;
+    let services = Services::start(
+        store,
+        master,
+        &config.organisation_name,
+        Arc::new(SystemClock),
+    )
+    .await?;
     let actor = Actor::cli();
-    let json = args.json;
     let out = |value: serde_json::Value, text: String| {
         if json {
             println!("{value}");
@@ -242,10 +300,21 @@ async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     };
     let username = |s: &str| Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"));
     let code = match args.command {
-        AdminCommand::User(UserCommand::Add { username: u, role, display_name }) => {
+        AdminCommand::User(UserCommand::Add {
+            username: u,
+            role,
+            display_name,
+        }) => {
             let role: Role = role.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let r = services
-                .create_user(&actor, CreateUserRequest { username: username(&u)?, role, display_name })
+                .create_user(
+                    &actor,
+                    CreateUserRequest {
+                        username: username(&u)?,
+                        role,
+                        display_name,
+                    },
+                )
                 .await
                 .map_err(api)?;
             out(
@@ -261,48 +330,99 @@ async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
             let users = services.list_users(&actor).await.map_err(api)?;
             let text = users
                 .iter()
-                .map(|u| format!("{}\t{}\t{:?}\t{}\t{}", u.username, u.role, u.status, u.user_id, u.display_name))
+                .map(|u| {
+                    format!(
+                        "{}\t{}\t{:?}\t{}\t{}",
+                        u.username, u.role, u.status, u.user_id, u.display_name
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
-            out(serde_json::json!({ "users": users }), if text.is_empty() { "no users".into() } else { text });
+            out(
+                serde_json::json!({ "users": users }),
+                if text.is_empty() {
+                    "no users".into()
+                } else {
+                    text
+                },
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::User(UserCommand::Suspend { username: u }) => {
-            let r = services.suspend_user(&actor, &username(&u)?).await.map_err(api)?;
-            out(serde_json::to_value(&r)?, format!("Suspended {}; every session was revoked.", r.username));
+            let r = services
+                .suspend_user(&actor, &username(&u)?)
+                .await
+                .map_err(api)?;
+            out(
+                serde_json::to_value(&r)?,
+                format!("Suspended {}; every session was revoked.", r.username),
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::User(UserCommand::Reactivate { username: u }) => {
-            let r = services.reactivate_user(&actor, &username(&u)?).await.map_err(api)?;
-            out(serde_json::to_value(&r)?, format!("Reactivated {}.", r.username));
+            let r = services
+                .reactivate_user(&actor, &username(&u)?)
+                .await
+                .map_err(api)?;
+            out(
+                serde_json::to_value(&r)?,
+                format!("Reactivated {}.", r.username),
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::User(UserCommand::EnrollmentCode { username: u }) => {
-            let r = services.reissue_enrollment_code(&actor, &username(&u)?).await.map_err(api)?;
-            out(serde_json::to_value(&r)?, format!("Enrollment code for {} (expires {}): {}", r.user.username, r.expires_at, r.enrollment_code));
+            let r = services
+                .reissue_enrollment_code(&actor, &username(&u)?)
+                .await
+                .map_err(api)?;
+            out(
+                serde_json::to_value(&r)?,
+                format!(
+                    "Enrollment code for {} (expires {}): {}",
+                    r.user.username, r.expires_at, r.enrollment_code
+                ),
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::Device(DeviceCommand::List { user }) => {
             let user = user.as_deref().map(username).transpose()?;
-            let devices = services.list_devices(&actor, user.as_ref()).await.map_err(api)?;
+            let devices = services
+                .list_devices(&actor, user.as_ref())
+                .await
+                .map_err(api)?;
             let text = devices
                 .iter()
                 .map(|d| format!("{}\t{}\t{:?}\t{}", d.device_id, d.user_id, d.status, d.name))
                 .collect::<Vec<_>>()
                 .join("\n");
-            out(serde_json::json!({ "devices": devices }), if text.is_empty() { "no devices".into() } else { text });
+            out(
+                serde_json::json!({ "devices": devices }),
+                if text.is_empty() {
+                    "no devices".into()
+                } else {
+                    text
+                },
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::Device(DeviceCommand::Revoke { device_id }) => {
-            let id = device_id.parse().map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
+            let id = device_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
             let d = services.revoke_device(&actor, id).await.map_err(api)?;
-            out(serde_json::to_value(&d)?, format!("Revoked device {}.", d.device_id));
+            out(
+                serde_json::to_value(&d)?,
+                format!("Revoked device {}.", d.device_id),
+            );
             ExitCode::SUCCESS
         }
         AdminCommand::Audit(AuditCommand::Verify) => {
             let r = services.audit.verify(&actor).await.map_err(api)?;
             let text = if r.ok {
-                format!("audit log intact: {} records, {} signed checkpoints", r.records, r.checkpoints)
+                format!(
+                    "audit log intact: {} records, {} signed checkpoints",
+                    r.records, r.checkpoints
+                )
             } else {
                 format!(
                     "AUDIT LOG BROKEN at record {}: {}",
@@ -311,14 +431,30 @@ async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 )
             };
             out(serde_json::to_value(&r)?, text);
-            if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
-            let page = services.audit.page(&actor, after, limit).await.map_err(api)?;
+            let page = services
+                .audit
+                .page(&actor, after, limit)
+                .await
+                .map_err(api)?;
             let text = page
                 .records
                 .iter()
-                .map(|r| format!("{}\t{}\t{}\t{}", r.seq, r.at, r.action, r.target.clone().unwrap_or_default()))
+                .map(|r| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        r.seq,
+                        r.at,
+                        r.action,
+                        r.target.clone().unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             out(serde_json::to_value(&page)?, text);

@@ -2,7 +2,10 @@
 //! running server's database, enrollment over HTTPS with post-quantum key exchange, graceful
 //! shutdown, and audit verification catching edited, deleted and reordered records.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions panic on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions panic on purpose"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -52,22 +55,43 @@ impl Server {
         let fp = fingerprint.expect("server printed the CA fingerprint");
         assert_eq!(fp.split(':').count(), 32, "SHA-256 fingerprint: {fp}");
         let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-        Server { child, url: format!("https://localhost:{port}"), port }
+        Server {
+            child,
+            url: format!("https://localhost:{port}"),
+            port,
+        }
     }
 
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let status = self.child.wait().unwrap();
         assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     }
 }
 
 fn admin_json(data: &Path, args: &[&str]) -> (bool, Value, String) {
-    let out = ward().arg("admin").arg("--data").arg(data).arg("--json").args(args).output().unwrap();
+    let out = ward()
+        .arg("admin")
+        .arg("--data")
+        .arg(data)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (out.status.success(), value, String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        value,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 async fn negotiated_group(port: u16, ca_pem: &str) -> String {
@@ -77,17 +101,28 @@ async fn negotiated_group(port: u16, ca_pem: &str) -> String {
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    format!("{:?}", tls.get_ref().1.negotiated_key_exchange_group().unwrap().name())
+    format!(
+        "{:?}",
+        tls.get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .unwrap()
+            .name()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,33 +131,85 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
     let data = dir.path().join("ward-data");
     let server = Server::start(&data);
     let ca_pem = std::fs::read_to_string(data.join("tls/ca.pem")).unwrap();
-    assert!(data.join("master.key").exists(), "master key created apart from the database");
-    assert_eq!(negotiated_group(server.port, &ca_pem).await, "X25519MLKEM768");
+    assert!(
+        data.join("master.key").exists(),
+        "master key created apart from the database"
+    );
+    assert_eq!(
+        negotiated_group(server.port, &ca_pem).await,
+        "X25519MLKEM768"
+    );
 
     let http = client_for(Some(&ca_pem));
-    let (s, health) = send(&http, reqwest::Method::GET, &format!("{}/v1/health", server.url), None, None).await;
+    let (s, health) = send(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/v1/health", server.url),
+        None,
+        None,
+    )
+    .await;
     assert_eq!((s.as_u16(), health["status"].as_str()), (200, Some("ok")));
     // A client that does not trust the CA is refused.
-    assert!(client_for(None).get(format!("{}/v1/health", server.url)).send().await.is_err());
+    assert!(
+        client_for(None)
+            .get(format!("{}/v1/health", server.url))
+            .send()
+            .await
+            .is_err()
+    );
 
     // Admin CLI against the running server's database.
-    let (ok, created, err) = admin_json(&data, &["user", "add", "alice", "--role", "physician", "--display-name", "Dr Alice"]);
+    let (ok, created, err) = admin_json(
+        &data,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "physician",
+            "--display-name",
+            "Dr Alice",
+        ],
+    );
     assert!(ok, "{err}");
     let code = created["enrollment_code"].as_str().unwrap().to_owned();
     let (ok, _, err) = admin_json(&data, &["user", "add", "alice", "--role", "physician"]);
-    assert!(!ok && err.contains("taken"), "duplicate username named: {err}");
+    assert!(
+        !ok && err.contains("taken"),
+        "duplicate username named: {err}"
+    );
     let (ok, _, err) = admin_json(&data, &["user", "add", "bob", "--role", "surgeon"]);
     assert!(!ok && err.contains("unknown role"), "{err}");
 
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let (s, enrolled) = send(&http, reqwest::Method::POST, &format!("{}/v1/enroll", server.url), None, Some(json!({
-        "username": "alice", "enrollment_code": code, "password": PASSWORD,
-        "device": {"name": "phone", "signature_key": b64(key.verifying_key().as_bytes())},
-    }))).await;
+    let (s, enrolled) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!("{}/v1/enroll", server.url),
+        None,
+        Some(json!({
+            "username": "alice", "enrollment_code": code, "password": PASSWORD,
+            "device": {"name": "phone", "signature_key": b64(key.verifying_key().as_bytes())},
+        })),
+    )
+    .await;
     assert_eq!(s.as_u16(), 200, "{enrolled}");
-    assert!(enrolled["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+    assert!(
+        enrolled["otpauth_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
     let token = enrolled["session"]["token"].as_str().unwrap().to_owned();
-    let (s, _) = send(&http, reqwest::Method::GET, &format!("{}/v1/me", server.url), Some(&token), None).await;
+    let (s, _) = send(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/v1/me", server.url),
+        Some(&token),
+        None,
+    )
+    .await;
     assert_eq!(s.as_u16(), 200);
 
     let (ok, list, _) = admin_json(&data, &["user", "list"]);
@@ -130,8 +217,19 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
     assert_eq!(list["users"][0]["status"], "active");
     let (ok, _, err) = admin_json(&data, &["user", "suspend", "alice"]);
     assert!(ok, "{err}");
-    let (s, body) = send(&http, reqwest::Method::GET, &format!("{}/v1/me", server.url), Some(&token), None).await;
-    assert_eq!(s.as_u16(), 401, "suspension revokes sessions at once: {body}");
+    let (s, body) = send(
+        &http,
+        reqwest::Method::GET,
+        &format!("{}/v1/me", server.url),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        s.as_u16(),
+        401,
+        "suspension revokes sessions at once: {body}"
+    );
     let (ok, devices, _) = admin_json(&data, &["device", "list", "--user", "alice"]);
     assert!(ok);
     assert_eq!(devices["devices"].as_array().unwrap().len(), 1);
@@ -141,14 +239,25 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
     let (ok, report, err) = admin_json(&data, &["audit", "verify"]);
     assert!(ok, "intact log verifies: {report} {err}");
     assert!(report["records"].as_u64().unwrap() >= 4, "{report}");
-    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "shutdown wrote a signed checkpoint: {report}");
+    assert!(
+        report["checkpoints"].as_u64().unwrap() >= 1,
+        "shutdown wrote a signed checkpoint: {report}"
+    );
 
     // Tamper with copies of the database three ways; each is caught at the right record.
     let db = data.join("ward.db");
     for (name, sql, bad) in [
-        ("edit", "UPDATE audit_log SET action = 'login.success' WHERE seq = 3", 3),
+        (
+            "edit",
+            "UPDATE audit_log SET action = 'login.success' WHERE seq = 3",
+            3,
+        ),
         ("delete", "DELETE FROM audit_log WHERE seq = 3", 3),
-        ("reorder", "UPDATE audit_log SET seq = CASE seq WHEN 2 THEN 1000002 WHEN 3 THEN 2 END WHERE seq IN (2, 3); UPDATE audit_log SET seq = 3 WHERE seq = 1000002", 2),
+        (
+            "reorder",
+            "UPDATE audit_log SET seq = CASE seq WHEN 2 THEN 1000002 WHEN 3 THEN 2 END WHERE seq IN (2, 3); UPDATE audit_log SET seq = 3 WHERE seq = 1000002",
+            2,
+        ),
     ] {
         let copy = dir.path().join(format!("tampered-{name}"));
         std::fs::create_dir_all(&copy).unwrap();
@@ -163,10 +272,18 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
             sqlx::query(stmt).execute(&pool).await.unwrap();
         }
         pool.close().await;
-        let out = ward().args(["admin", "--data"]).arg(&copy).args(["audit", "verify"]).output().unwrap();
+        let out = ward()
+            .args(["admin", "--data"])
+            .arg(&copy)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{name}: verify must fail");
-        assert!(text.contains(&format!("record {bad}")), "{name}: names record {bad}: {text}");
+        assert!(
+            text.contains(&format!("record {bad}")),
+            "{name}: names record {bad}: {text}"
+        );
         let (_, r, _) = admin_json(&copy, &["audit", "verify"]);
         assert_eq!(r["first_bad_seq"], bad, "{name}: {r}");
     }
@@ -177,16 +294,31 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
 fn plain_http_is_refused_off_loopback_and_bad_flags_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = ward()
-        .args(["serve", "--dangerous-plain-http", "--listen", "0.0.0.0:0", "--data"])
+        .args([
+            "serve",
+            "--dangerous-plain-http",
+            "--listen",
+            "0.0.0.0:0",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-    let out = ward().args(["serve", "--listen", "nonsense", "--data"]).arg(dir.path()).output().unwrap();
+    let out = ward()
+        .args(["serve", "--listen", "nonsense", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen address"));
-    let out = ward().args(["admin", "--data"]).arg(dir.path()).args(["device", "revoke", "not-a-uuid"]).output().unwrap();
+    let out = ward()
+        .args(["admin", "--data"])
+        .arg(dir.path())
+        .args(["device", "revoke", "not-a-uuid"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a device id"));
 }

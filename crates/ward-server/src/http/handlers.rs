@@ -1,5 +1,8 @@
 //! Route handlers: parse, call the service, answer JSON.
-#![allow(unused_qualifications, reason = "utoipa's path macro expands to qualified paths")]
+#![allow(
+    unused_qualifications,
+    reason = "utoipa's path macro expands to qualified paths"
+)]
 
 use std::sync::Arc;
 
@@ -46,7 +49,8 @@ impl Modify for BearerAuth {
 }
 
 fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
-    s.parse().map_err(|_| ApiError::invalid(format!("{what} is not a valid id")))
+    s.parse()
+        .map_err(|_| ApiError::invalid(format!("{what} is not a valid id")))
 }
 
 fn parse_username(s: &str) -> ApiResult<Username> {
@@ -56,8 +60,14 @@ fn parse_username(s: &str) -> ApiResult<Username> {
 /// Liveness and database health.
 #[utoipa::path(get, path = "/v1/health", responses((status = 200, body = HealthResponse), (status = 503, body = ErrorBody)))]
 pub async fn health(State(s): State<Arc<Services>>) -> ApiResult<Json<HealthResponse>> {
-    s.store.ping().await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "database is not answering"))?;
-    Ok(Json(HealthResponse { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+    s.store
+        .ping()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "database is not answering"))?;
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }))
 }
 
 /// Prometheus metrics: for loopback clients and admin sessions, or anyone when
@@ -70,9 +80,17 @@ pub async fn metrics(
     let loopback = peer.is_some_and(|p| p.0.0.ip().is_loopback());
     let admin = session.is_some_and(|s| s.user.role == Role::Admin);
     if !(s.metrics_public() || loopback || admin) {
-        return Err(ApiError::forbidden("metrics are served to loopback clients and admin sessions; set metrics_public to expose them"));
+        return Err(ApiError::forbidden(
+            "metrics are served to loopback clients and admin sessions; set metrics_public to expose them",
+        ));
     }
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()))
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    ))
 }
 
 /// This description.
@@ -87,7 +105,13 @@ pub async fn server_info(State(s): State<Arc<Services>>) -> Json<ServerInfo> {
     Json(ServerInfo {
         organisation: s.organisation_name(),
         org_ca_public_key: s.keys.org_ca.verifying_key().to_bytes().to_vec().into(),
-        external_sender_public_key: s.keys.external_sender.verifying_key().to_bytes().to_vec().into(),
+        external_sender_public_key: s
+            .keys
+            .external_sender
+            .verifying_key()
+            .to_bytes()
+            .to_vec()
+            .into(),
         external_sender_identity: crate::service::EXTERNAL_SENDER_IDENTITY.into(),
         ciphersuites: policy.ciphersuites,
         mfa_required: policy.mfa_required,
@@ -97,14 +121,20 @@ pub async fn server_info(State(s): State<Arc<Services>>) -> Json<ServerInfo> {
 /// Use an enrollment code: set password and TOTP, register the first device.
 #[utoipa::path(post, path = "/v1/enroll", request_body = EnrollRequest,
     responses((status = 200, body = EnrollResponse), (status = 400, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn enroll(State(s): State<Arc<Services>>, AppJson(req): AppJson<EnrollRequest>) -> ApiResult<Json<EnrollResponse>> {
+pub async fn enroll(
+    State(s): State<Arc<Services>>,
+    AppJson(req): AppJson<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
     Ok(Json(s.enroll(req).await?))
 }
 
 /// Log in on an existing or a new device.
 #[utoipa::path(post, path = "/v1/login", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn login(State(s): State<Arc<Services>>, AppJson(req): AppJson<LoginRequest>) -> ApiResult<Json<LoginResponse>> {
+pub async fn login(
+    State(s): State<Arc<Services>>,
+    AppJson(req): AppJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
     Ok(Json(s.login(req).await?))
 }
 
@@ -118,101 +148,182 @@ pub async fn logout(State(s): State<Arc<Services>>, session: AuthSession) -> Api
 /// The caller.
 #[utoipa::path(get, path = "/v1/me", security(("bearer" = [])), responses((status = 200, body = MeResponse)))]
 pub async fn me(session: AuthSession) -> Json<MeResponse> {
-    Json(MeResponse { user: crate::service::user_info(&session.user), device_id: session.device_id })
+    Json(MeResponse {
+        user: crate::service::user_info(&session.user),
+        device_id: session.device_id,
+    })
 }
 
 /// The caller's devices.
 #[utoipa::path(get, path = "/v1/devices", security(("bearer" = [])), responses((status = 200, body = DeviceList)))]
-pub async fn my_devices(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<Json<DeviceList>> {
+pub async fn my_devices(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<DeviceList>> {
     let mut actor = session.actor();
     actor.role = Role::Patient; // own devices only, whatever the role
-    Ok(Json(DeviceList { devices: s.list_devices(&actor, None).await? }))
+    Ok(Json(DeviceList {
+        devices: s.list_devices(&actor, None).await?,
+    }))
 }
 
 /// Revoke one of the caller's own devices (a lost phone).
 #[utoipa::path(post, path = "/v1/devices/{device_id}/revoke", security(("bearer" = [])),
     params(("device_id" = String, Path)), responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody)))]
-pub async fn revoke_my_device(State(s): State<Arc<Services>>, session: AuthSession, AppPath(id): AppPath<String>) -> ApiResult<Json<DeviceInfo>> {
+pub async fn revoke_my_device(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<DeviceInfo>> {
     let mut actor = session.actor();
     actor.role = Role::Patient; // own devices only
-    Ok(Json(s.revoke_device(&actor, parse_id(&id, "device_id")?).await?))
+    Ok(Json(
+        s.revoke_device(&actor, parse_id(&id, "device_id")?).await?,
+    ))
 }
 
 /// The device's KeyPackage stock.
 #[utoipa::path(get, path = "/v1/devices/me/key-packages", security(("bearer" = [])), responses((status = 200, body = KeyPackageStock)))]
-pub async fn key_package_stock(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<Json<KeyPackageStock>> {
+pub async fn key_package_stock(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<KeyPackageStock>> {
     Ok(Json(s.key_package_stock(session.device_id).await?))
 }
 
 /// Upload KeyPackages.
 #[utoipa::path(post, path = "/v1/devices/me/key-packages", security(("bearer" = [])), request_body = UploadKeyPackagesRequest,
     responses((status = 200, body = KeyPackageStock), (status = 400, body = ErrorBody)))]
-pub async fn upload_key_packages(State(s): State<Arc<Services>>, session: AuthSession, AppJson(req): AppJson<UploadKeyPackagesRequest>) -> ApiResult<Json<KeyPackageStock>> {
+pub async fn upload_key_packages(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<UploadKeyPackagesRequest>,
+) -> ApiResult<Json<KeyPackageStock>> {
     Ok(Json(s.upload_key_packages(&session, req).await?))
 }
 
 /// Revoked devices.
 #[utoipa::path(get, path = "/v1/revocations", security(("bearer" = [])), responses((status = 200, body = RevocationList)))]
-pub async fn revocations(State(s): State<Arc<Services>>, _session: AuthSession) -> ApiResult<Json<RevocationList>> {
-    Ok(Json(RevocationList { revoked_devices: s.revocations().await? }))
+pub async fn revocations(
+    State(s): State<Arc<Services>>,
+    _session: AuthSession,
+) -> ApiResult<Json<RevocationList>> {
+    Ok(Json(RevocationList {
+        revoked_devices: s.revocations().await?,
+    }))
 }
 
 /// Directory entry of a user (staff only).
 #[utoipa::path(get, path = "/v1/users/{username}", security(("bearer" = [])), params(("username" = String, Path)),
     responses((status = 200, body = DirectoryEntry), (status = 404, body = ErrorBody)))]
-pub async fn directory(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>) -> ApiResult<Json<DirectoryEntry>> {
-    Ok(Json(s.directory_entry(&session, &parse_username(&u)?).await?))
+pub async fn directory(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(u): AppPath<String>,
+) -> ApiResult<Json<DirectoryEntry>> {
+    Ok(Json(
+        s.directory_entry(&session, &parse_username(&u)?).await?,
+    ))
 }
 
 /// Claim one KeyPackage per device of a user.
 #[utoipa::path(post, path = "/v1/users/{username}/key-packages/claim", security(("bearer" = [])), params(("username" = String, Path)),
     request_body = ClaimKeyPackagesRequest,
     responses((status = 200, body = ClaimKeyPackagesResponse), (status = 409, body = ErrorBody)))]
-pub async fn claim_key_packages(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>, AppJson(req): AppJson<ClaimKeyPackagesRequest>) -> ApiResult<Json<ClaimKeyPackagesResponse>> {
-    Ok(Json(s.claim_key_packages(&session, &parse_username(&u)?, &req.devices).await?))
+pub async fn claim_key_packages(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(u): AppPath<String>,
+    AppJson(req): AppJson<ClaimKeyPackagesRequest>,
+) -> ApiResult<Json<ClaimKeyPackagesResponse>> {
+    Ok(Json(
+        s.claim_key_packages(&session, &parse_username(&u)?, &req.devices)
+            .await?,
+    ))
 }
 
 /// Conversations of this device.
 #[utoipa::path(get, path = "/v1/conversations", security(("bearer" = [])), responses((status = 200, body = ConversationList)))]
-pub async fn list_conversations(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<Json<ConversationList>> {
-    Ok(Json(ConversationList { conversations: s.list_conversations(&session).await? }))
+pub async fn list_conversations(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<ConversationList>> {
+    Ok(Json(ConversationList {
+        conversations: s.list_conversations(&session).await?,
+    }))
 }
 
 /// Register a new conversation (the caller's device made the MLS group).
 #[utoipa::path(post, path = "/v1/conversations", security(("bearer" = [])), request_body = CreateConversationRequest,
     responses((status = 201, body = ConversationInfo), (status = 409, body = ErrorBody)))]
-pub async fn create_conversation(State(s): State<Arc<Services>>, session: AuthSession, AppJson(req): AppJson<CreateConversationRequest>) -> ApiResult<(StatusCode, Json<ConversationInfo>)> {
-    Ok((StatusCode::CREATED, Json(s.create_conversation(&session, req).await?)))
+pub async fn create_conversation(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<CreateConversationRequest>,
+) -> ApiResult<(StatusCode, Json<ConversationInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_conversation(&session, req).await?),
+    ))
 }
 
 /// One conversation.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}", security(("bearer" = [])), params(("conversation_id" = String, Path)),
     responses((status = 200, body = ConversationInfo), (status = 404, body = ErrorBody)))]
-pub async fn get_conversation(State(s): State<Arc<Services>>, session: AuthSession, AppPath(id): AppPath<String>) -> ApiResult<Json<ConversationInfo>> {
-    Ok(Json(s.get_conversation(&session, parse_id(&id, "conversation_id")?).await?))
+pub async fn get_conversation(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<ConversationInfo>> {
+    Ok(Json(
+        s.get_conversation(&session, parse_id(&id, "conversation_id")?)
+            .await?,
+    ))
 }
 
 /// Send an MLS message. Answered only once it is durable.
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/envelopes", security(("bearer" = [])), params(("conversation_id" = String, Path)),
     request_body = SendEnvelopeRequest,
     responses((status = 200, body = SendEnvelopeResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn send_envelope(State(s): State<Arc<Services>>, session: AuthSession, AppPath(id): AppPath<String>, AppJson(req): AppJson<SendEnvelopeRequest>) -> ApiResult<Json<SendEnvelopeResponse>> {
-    Ok(Json(s.send_envelope(&session, parse_id(&id, "conversation_id")?, req).await?))
+pub async fn send_envelope(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+    AppJson(req): AppJson<SendEnvelopeRequest>,
+) -> ApiResult<Json<SendEnvelopeResponse>> {
+    Ok(Json(
+        s.send_envelope(&session, parse_id(&id, "conversation_id")?, req)
+            .await?,
+    ))
 }
 
 /// Delivery and read state of one message per recipient device.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/messages/{seq}/status", security(("bearer" = [])),
     params(("conversation_id" = String, Path), ("seq" = u64, Path)),
     responses((status = 200, body = MessageStatus), (status = 404, body = ErrorBody)))]
-pub async fn message_status(State(s): State<Arc<Services>>, session: AuthSession, AppPath((id, seq)): AppPath<(String, u64)>) -> ApiResult<Json<MessageStatus>> {
-    Ok(Json(s.message_status(&session, parse_id(&id, "conversation_id")?, seq).await?))
+pub async fn message_status(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath((id, seq)): AppPath<(String, u64)>,
+) -> ApiResult<Json<MessageStatus>> {
+    Ok(Json(
+        s.message_status(&session, parse_id(&id, "conversation_id")?, seq)
+            .await?,
+    ))
 }
 
 /// The append-only log of accepted commits.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/commits", security(("bearer" = [])), params(("conversation_id" = String, Path)),
     responses((status = 200, body = [CommitLogEntry])))]
-pub async fn commit_log(State(s): State<Arc<Services>>, session: AuthSession, AppPath(id): AppPath<String>) -> ApiResult<Json<Vec<CommitLogEntry>>> {
-    Ok(Json(s.commit_log(&session, parse_id(&id, "conversation_id")?).await?))
+pub async fn commit_log(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<Vec<CommitLogEntry>>> {
+    Ok(Json(
+        s.commit_log(&session, parse_id(&id, "conversation_id")?)
+            .await?,
+    ))
 }
 
 /// Query of `GET /v1/sync`.
@@ -225,56 +336,101 @@ pub struct SyncQuery {
 
 /// Everything not yet acknowledged by this device.
 #[utoipa::path(get, path = "/v1/sync", security(("bearer" = [])), params(SyncQuery), responses((status = 200, body = SyncResponse)))]
-pub async fn sync(State(s): State<Arc<Services>>, session: AuthSession, AppQuery(q): AppQuery<SyncQuery>) -> ApiResult<Json<SyncResponse>> {
+pub async fn sync(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppQuery(q): AppQuery<SyncQuery>,
+) -> ApiResult<Json<SyncResponse>> {
     Ok(Json(s.sync(&session, q.limit).await?))
 }
 
 /// Acknowledge receipt (the delivery receipt).
 #[utoipa::path(post, path = "/v1/sync/ack", security(("bearer" = [])), request_body = AckRequest, responses((status = 204)))]
-pub async fn ack(State(s): State<Arc<Services>>, session: AuthSession, AppJson(req): AppJson<AckRequest>) -> ApiResult<StatusCode> {
+pub async fn ack(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<AckRequest>,
+) -> ApiResult<StatusCode> {
     s.ack(&session, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Report messages as read.
 #[utoipa::path(post, path = "/v1/receipts/read", security(("bearer" = [])), request_body = ReadReceiptRequest, responses((status = 204)))]
-pub async fn read_receipts(State(s): State<Arc<Services>>, session: AuthSession, AppJson(req): AppJson<ReadReceiptRequest>) -> ApiResult<StatusCode> {
+pub async fn read_receipts(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<ReadReceiptRequest>,
+) -> ApiResult<StatusCode> {
     s.read(&session, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// All users (admin, compliance).
 #[utoipa::path(get, path = "/v1/admin/users", security(("bearer" = [])), responses((status = 200, body = UserList), (status = 403, body = ErrorBody)))]
-pub async fn admin_list_users(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<Json<UserList>> {
-    Ok(Json(UserList { users: s.list_users(&session.actor()).await? }))
+pub async fn admin_list_users(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<UserList>> {
+    Ok(Json(UserList {
+        users: s.list_users(&session.actor()).await?,
+    }))
 }
 
 /// Create a user and an enrollment code (admin).
 #[utoipa::path(post, path = "/v1/admin/users", security(("bearer" = [])), request_body = CreateUserRequest,
     responses((status = 201, body = EnrollmentCodeResponse), (status = 409, body = ErrorBody)))]
-pub async fn admin_create_user(State(s): State<Arc<Services>>, session: AuthSession, AppJson(req): AppJson<CreateUserRequest>) -> ApiResult<(StatusCode, Json<EnrollmentCodeResponse>)> {
-    Ok((StatusCode::CREATED, Json(s.create_user(&session.actor(), req).await?)))
+pub async fn admin_create_user(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<CreateUserRequest>,
+) -> ApiResult<(StatusCode, Json<EnrollmentCodeResponse>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_user(&session.actor(), req).await?),
+    ))
 }
 
 /// Suspend a user; every session ends at once (admin).
 #[utoipa::path(post, path = "/v1/admin/users/{username}/suspend", security(("bearer" = [])), params(("username" = String, Path)),
     responses((status = 200, body = UserInfo)))]
-pub async fn admin_suspend_user(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>) -> ApiResult<Json<UserInfo>> {
-    Ok(Json(s.suspend_user(&session.actor(), &parse_username(&u)?).await?))
+pub async fn admin_suspend_user(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(u): AppPath<String>,
+) -> ApiResult<Json<UserInfo>> {
+    Ok(Json(
+        s.suspend_user(&session.actor(), &parse_username(&u)?)
+            .await?,
+    ))
 }
 
 /// Lift a suspension (admin).
 #[utoipa::path(post, path = "/v1/admin/users/{username}/reactivate", security(("bearer" = [])), params(("username" = String, Path)),
     responses((status = 200, body = UserInfo)))]
-pub async fn admin_reactivate_user(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>) -> ApiResult<Json<UserInfo>> {
-    Ok(Json(s.reactivate_user(&session.actor(), &parse_username(&u)?).await?))
+pub async fn admin_reactivate_user(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(u): AppPath<String>,
+) -> ApiResult<Json<UserInfo>> {
+    Ok(Json(
+        s.reactivate_user(&session.actor(), &parse_username(&u)?)
+            .await?,
+    ))
 }
 
 /// Issue a new enrollment code for a pending user (admin).
 #[utoipa::path(post, path = "/v1/admin/users/{username}/enrollment-code", security(("bearer" = [])), params(("username" = String, Path)),
     responses((status = 200, body = EnrollmentCodeResponse)))]
-pub async fn admin_reissue_code(State(s): State<Arc<Services>>, session: AuthSession, AppPath(u): AppPath<String>) -> ApiResult<Json<EnrollmentCodeResponse>> {
-    Ok(Json(s.reissue_enrollment_code(&session.actor(), &parse_username(&u)?).await?))
+pub async fn admin_reissue_code(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(u): AppPath<String>,
+) -> ApiResult<Json<EnrollmentCodeResponse>> {
+    Ok(Json(
+        s.reissue_enrollment_code(&session.actor(), &parse_username(&u)?)
+            .await?,
+    ))
 }
 
 /// Query of the admin device list.
@@ -287,18 +443,31 @@ pub struct DeviceQuery {
 
 /// The device inventory (admin).
 #[utoipa::path(get, path = "/v1/admin/devices", security(("bearer" = [])), params(DeviceQuery), responses((status = 200, body = DeviceList)))]
-pub async fn admin_list_devices(State(s): State<Arc<Services>>, session: AuthSession, AppQuery(q): AppQuery<DeviceQuery>) -> ApiResult<Json<DeviceList>> {
+pub async fn admin_list_devices(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppQuery(q): AppQuery<DeviceQuery>,
+) -> ApiResult<Json<DeviceList>> {
     crate::service::require_role(&session.actor(), &[Role::Admin])?;
     let user = q.user.as_deref().map(parse_username).transpose()?;
-    Ok(Json(DeviceList { devices: s.list_devices(&session.actor(), user.as_ref()).await? }))
+    Ok(Json(DeviceList {
+        devices: s.list_devices(&session.actor(), user.as_ref()).await?,
+    }))
 }
 
 /// Revoke any device (admin).
 #[utoipa::path(post, path = "/v1/admin/devices/{device_id}/revoke", security(("bearer" = [])), params(("device_id" = String, Path)),
     responses((status = 200, body = DeviceInfo)))]
-pub async fn admin_revoke_device(State(s): State<Arc<Services>>, session: AuthSession, AppPath(id): AppPath<String>) -> ApiResult<Json<DeviceInfo>> {
+pub async fn admin_revoke_device(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<DeviceInfo>> {
     crate::service::require_role(&session.actor(), &[Role::Admin])?;
-    Ok(Json(s.revoke_device(&session.actor(), parse_id(&id, "device_id")?).await?))
+    Ok(Json(
+        s.revoke_device(&session.actor(), parse_id(&id, "device_id")?)
+            .await?,
+    ))
 }
 
 /// Query of the audit listing.
@@ -313,12 +482,27 @@ pub struct AuditQuery {
 
 /// Read the audit log (admin, compliance).
 #[utoipa::path(get, path = "/v1/admin/audit", security(("bearer" = [])), params(AuditQuery), responses((status = 200, body = AuditPage)))]
-pub async fn admin_audit(State(s): State<Arc<Services>>, session: AuthSession, AppQuery(q): AppQuery<AuditQuery>) -> ApiResult<Json<AuditPage>> {
-    Ok(Json(s.audit.page(&session.actor(), q.after.unwrap_or(0), q.limit.unwrap_or(100)).await?))
+pub async fn admin_audit(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppQuery(q): AppQuery<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    Ok(Json(
+        s.audit
+            .page(
+                &session.actor(),
+                q.after.unwrap_or(0),
+                q.limit.unwrap_or(100),
+            )
+            .await?,
+    ))
 }
 
 /// Verify the audit chain and its signed checkpoints (admin, compliance).
 #[utoipa::path(get, path = "/v1/admin/audit/verify", security(("bearer" = [])), responses((status = 200, body = AuditVerifyReport)))]
-pub async fn admin_audit_verify(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<Json<AuditVerifyReport>> {
+pub async fn admin_audit_verify(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<AuditVerifyReport>> {
     Ok(Json(s.audit.verify(&session.actor()).await?))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use ward_proto::{ClientFrame, ServerEvent};
 
 use crate::service::{AuthSession, Services};
@@ -23,7 +23,21 @@ const MAX_CLIENT_FRAME: usize = 256 * 1024;
 #[utoipa::path(get, path = "/v1/ws", security(("bearer" = [])),
     responses((status = 101, description = "Switching to WebSocket; JSON text frames tagged by `type`"),
               (status = 401, body = ward_proto::ErrorBody)))]
-pub async fn upgrade(State(services): State<Arc<Services>>, session: AuthSession, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(services): State<Arc<Services>>,
+    session: AuthSession,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => {
+            return crate::error::ApiError::new(
+                ward_proto::ErrorCode::InvalidRequest,
+                format!("expected a WebSocket upgrade request: {}", r.body_text()),
+            )
+            .into_response();
+        }
+    };
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_upgrade(move |socket| run(services, session, socket))
@@ -78,7 +92,10 @@ async fn run(services: Arc<Services>, session: AuthSession, mut socket: WebSocke
     };
     if let Some(reason) = close_reason {
         let _ = socket
-            .send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() })))
+            .send(Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: reason.into(),
+            })))
             .await;
     }
     services.metrics.websockets.dec();

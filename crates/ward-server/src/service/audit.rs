@@ -65,9 +65,19 @@ impl AuditLog {
         if existing.last().is_some_and(|c| c.seq >= seq) {
             return Ok(());
         }
-        let signature = self.keys.audit.sign(&checkpoint_message(seq, &hash)).to_bytes().to_vec();
+        let signature = self
+            .keys
+            .audit
+            .sign(&checkpoint_message(seq, &hash))
+            .to_bytes()
+            .to_vec();
         self.store
-            .add_checkpoint(&AuditCheckpoint { seq, hash, signature, at: self.clock.now() })
+            .add_checkpoint(&AuditCheckpoint {
+                seq,
+                hash,
+                signature,
+                at: self.clock.now(),
+            })
             .await?;
         Ok(())
     }
@@ -77,10 +87,22 @@ impl AuditLog {
         require_role(actor, &[Role::Admin, Role::Compliance])?;
         let limit = limit.clamp(1, 1000);
         let records = self.store.audit_records(after, limit).await?;
-        let next_after = if records.len() == limit { records.last().map(|r| r.seq) } else { None };
-        self.record(actor, "audit.read", None, serde_json::json!({"after": after, "count": records.len()}))
-            .await?;
-        Ok(AuditPage { records, next_after })
+        let next_after = if records.len() == limit {
+            records.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        self.record(
+            actor,
+            "audit.read",
+            None,
+            serde_json::json!({"after": after, "count": records.len()}),
+        )
+        .await?;
+        Ok(AuditPage {
+            records,
+            next_after,
+        })
     }
 
     /// Verify the whole chain and every checkpoint signature.

@@ -59,15 +59,34 @@ async fn verify_password(password: String, phc: Option<String>) -> bool {
 
 /// Normalise a typed enrollment code: ignore case, spaces and dashes.
 pub fn normalize_enrollment_code(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect()
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
 }
 
 /// A small list of the most common passwords (NIST SP 800-63B asks to refuse known-bad ones).
 const COMMON_PASSWORDS: &[&str] = &[
-    "123456789012", "password1234", "passwordpassword", "qwertyuiopas", "111111111111",
-    "123123123123", "iloveyou1234", "abc123abc123", "qwerty123456", "password123!",
-    "welcome12345", "letmein12345", "administrator", "changeme1234", "hospital1234",
-    "password@123", "p@ssw0rd1234", "1q2w3e4r5t6y", "qazwsxedcrfv", "000000000000",
+    "123456789012",
+    "password1234",
+    "passwordpassword",
+    "qwertyuiopas",
+    "111111111111",
+    "123123123123",
+    "iloveyou1234",
+    "abc123abc123",
+    "qwerty123456",
+    "password123!",
+    "welcome12345",
+    "letmein12345",
+    "administrator",
+    "changeme1234",
+    "hospital1234",
+    "password@123",
+    "p@ssw0rd1234",
+    "1q2w3e4r5t6y",
+    "qazwsxedcrfv",
+    "000000000000",
 ];
 
 /// NIST SP 800-63B: length over complexity, refuse common and context-specific passwords.
@@ -85,7 +104,10 @@ pub fn check_password_rules(password: &str, username: &str) -> ApiResult<()> {
             "password is too easy to guess (common, or contains the username)",
         ));
     }
-    if password.chars().all(|c| c == password.chars().next().unwrap_or(' ')) {
+    if password
+        .chars()
+        .all(|c| c == password.chars().next().unwrap_or(' '))
+    {
         return Err(ApiError::invalid("password must not repeat one character"));
     }
     Ok(())
@@ -93,8 +115,16 @@ pub fn check_password_rules(password: &str, username: &str) -> ApiResult<()> {
 
 fn totp_for(secret: &[u8], issuer: &str, account: &str) -> ApiResult<TOTP> {
     let issuer: String = issuer.chars().filter(|c| *c != ':').collect();
-    TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, secret.to_vec(), Some(issuer), account.to_owned())
-        .map_err(|e| ApiError::internal(&format!("totp setup: {e}")))
+    TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        secret.to_vec(),
+        Some(issuer),
+        account.to_owned(),
+    )
+    .map_err(|e| ApiError::internal(&format!("totp setup: {e}")))
 }
 
 /// Seal label of a user's TOTP seed: binding the user id means a sealed seed copied into
@@ -106,16 +136,20 @@ fn totp_label(user: ward_proto::UserId) -> String {
 /// The 30-second step whose code matches, allowing one step of clock skew either way.
 fn matching_totp_step(totp: &TOTP, code: &str, unix: u64) -> Option<u64> {
     let step = unix / 30;
-    [step.saturating_sub(1), step, step + 1].into_iter().find(|s| {
-        let expected = totp.generate(s * 30);
-        bool::from(expected.as_bytes().ct_eq(code.as_bytes()))
-    })
+    [step.saturating_sub(1), step, step + 1]
+        .into_iter()
+        .find(|s| {
+            let expected = totp.generate(s * 30);
+            bool::from(expected.as_bytes().ct_eq(code.as_bytes()))
+        })
 }
 
 fn validate_new_device(d: &NewDevice) -> ApiResult<()> {
     let n = d.name.trim();
     if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-        return Err(ApiError::invalid("device name must be 1 to 64 printable characters"));
+        return Err(ApiError::invalid(
+            "device name must be 1 to 64 printable characters",
+        ));
     }
     if d.signature_key.len() != 32 {
         return Err(ApiError::invalid(
@@ -123,11 +157,16 @@ fn validate_new_device(d: &NewDevice) -> ApiResult<()> {
         ));
     }
     if ed25519_dalek::VerifyingKey::from_bytes(
-        d.signature_key.as_slice().try_into().map_err(|_| ApiError::invalid("bad key length"))?,
+        d.signature_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ApiError::invalid("bad key length"))?,
     )
     .is_err()
     {
-        return Err(ApiError::invalid("device signature_key is not a valid Ed25519 point"));
+        return Err(ApiError::invalid(
+            "device signature_key is not a valid Ed25519 point",
+        ));
     }
     Ok(())
 }
@@ -157,7 +196,12 @@ impl AuthSession {
 
 impl Services {
     /// Issue a signed credential for a device.
-    pub fn issue_credential(&self, user: &User, device_id: DeviceId, key: &[u8]) -> DeviceCredential {
+    pub fn issue_credential(
+        &self,
+        user: &User,
+        device_id: DeviceId,
+        key: &[u8],
+    ) -> DeviceCredential {
         let mut c = DeviceCredential {
             device_id,
             user_id: user.id,
@@ -166,7 +210,13 @@ impl Services {
             issued_at: self.now().unix_timestamp(),
             signature: Default::default(),
         };
-        c.signature = self.keys.org_ca.sign(&c.signed_bytes()).to_bytes().to_vec().into();
+        c.signature = self
+            .keys
+            .org_ca
+            .sign(&c.signed_bytes())
+            .to_bytes()
+            .to_vec()
+            .into();
         c
     }
 
@@ -212,7 +262,12 @@ impl Services {
     /// first device, open a session.
     pub async fn enroll(&self, req: EnrollRequest) -> ApiResult<EnrollResponse> {
         validate_new_device(&req.device)?;
-        let bad_code = || ApiError::new(ErrorCode::InvalidEnrollmentCode, "enrollment code is wrong, used or expired");
+        let bad_code = || {
+            ApiError::new(
+                ErrorCode::InvalidEnrollmentCode,
+                "enrollment code is wrong, used or expired",
+            )
+        };
         let Some(user) = self.store.user_by_name(&req.username).await? else {
             return Err(bad_code());
         };
@@ -220,12 +275,17 @@ impl Services {
         let now = self.now();
         let stored = self.store.enrollment_code(user.id).await?;
         let valid = user.status == UserStatus::Pending
-            && stored.as_ref().is_some_and(|c| {
-                bool::from(c.code_hash.ct_eq(&code_hash)) && c.expires_at > now
-            });
+            && stored
+                .as_ref()
+                .is_some_and(|c| bool::from(c.code_hash.ct_eq(&code_hash)) && c.expires_at > now);
         if !valid {
             self.audit
-                .record(&Actor::system(), "enroll.failure", Some(user.id.to_string()), serde_json::json!({}))
+                .record(
+                    &Actor::system(),
+                    "enroll.failure",
+                    Some(user.id.to_string()),
+                    serde_json::json!({}),
+                )
                 .await?;
             return Err(bad_code());
         }
@@ -236,7 +296,11 @@ impl Services {
             .await
             .map_err(|e| ApiError::internal(&e))?
             .map_err(|e| ApiError::internal(&e))?;
-        let secret = Zeroizing::new(Secret::generate_secret().to_bytes().map_err(|e| ApiError::internal(&format!("{e:?}")))?);
+        let secret = Zeroizing::new(
+            Secret::generate_secret()
+                .to_bytes()
+                .map_err(|e| ApiError::internal(&format!("{e:?}")))?,
+        );
         let totp = totp_for(&secret, &self.organisation_name(), user.username.as_str())?;
         let (device, credential) = self.new_device_record(&user, &req.device);
         let (_, session, info) = self.new_session(&user, device.id);
@@ -254,10 +318,27 @@ impl Services {
             Err(StoreError::AlreadyConsumed) => return Err(bad_code()),
             Err(e) => return Err(e.into()),
         }
-        let actor = Actor { user_id: Some(user.id), device_id: Some(device.id), role: user.role, via: "api" };
-        self.audit.record(&actor, "enroll.success", Some(user.id.to_string()), serde_json::json!({})).await?;
+        let actor = Actor {
+            user_id: Some(user.id),
+            device_id: Some(device.id),
+            role: user.role,
+            via: "api",
+        };
         self.audit
-            .record(&actor, "device.register", Some(device.id.to_string()), serde_json::json!({"user_id": user.id}))
+            .record(
+                &actor,
+                "enroll.success",
+                Some(user.id.to_string()),
+                serde_json::json!({}),
+            )
+            .await?;
+        self.audit
+            .record(
+                &actor,
+                "device.register",
+                Some(device.id.to_string()),
+                serde_json::json!({"user_id": user.id}),
+            )
             .await?;
         Ok(EnrollResponse {
             user_id: user.id,
@@ -274,9 +355,16 @@ impl Services {
             validate_new_device(d)?;
         }
         if req.device_id.is_some() == req.new_device.is_some() {
-            return Err(ApiError::invalid("give exactly one of device_id or new_device"));
+            return Err(ApiError::invalid(
+                "give exactly one of device_id or new_device",
+            ));
         }
-        let denied = || ApiError::new(ErrorCode::InvalidCredentials, "username, password or second factor is wrong");
+        let denied = || {
+            ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "username, password or second factor is wrong",
+            )
+        };
         let now = self.now();
         let user = self.store.user_by_name(&req.username).await?;
         let ok_pw = verify_password(
@@ -285,17 +373,25 @@ impl Services {
         )
         .await;
         let Some(user) = user else {
-            self.login_failed(None, req.username.as_str(), "unknown_user").await?;
+            self.login_failed(None, req.username.as_str(), "unknown_user")
+                .await?;
             return Err(denied());
         };
         if user.locked_until.is_some_and(|t| t > now) {
-            self.login_failed(Some(&user), user.username.as_str(), "locked").await?;
-            return Err(ApiError::new(ErrorCode::AccountLocked, "account is locked after repeated failures; try again later"));
+            self.login_failed(Some(&user), user.username.as_str(), "locked")
+                .await?;
+            return Err(ApiError::new(
+                ErrorCode::AccountLocked,
+                "account is locked after repeated failures; try again later",
+            ));
         }
         let policy = self.policy();
         let ok_totp = match (&user.totp_secret_enc, &req.totp) {
             (Some(enc), Some(code)) => {
-                let secret = self.master.open(&totp_label(user.id), enc).map_err(|e| ApiError::internal(&e))?;
+                let secret = self
+                    .master
+                    .open(&totp_label(user.id), enc)
+                    .map_err(|e| ApiError::internal(&e))?;
                 let totp = totp_for(&secret, &self.organisation_name(), user.username.as_str())?;
                 match matching_totp_step(&totp, code.trim(), now.unix_timestamp().max(0) as u64) {
                     // Only a correct password may consume a step, or guessing could burn codes.
@@ -309,14 +405,27 @@ impl Services {
         };
         if !ok_pw || !ok_totp || user.status == UserStatus::Pending {
             let lock_until = now + Duration::seconds(policy.lockout_secs as i64);
-            self.store.record_login_failure(user.id, policy.max_failed_logins, lock_until).await?;
-            let reason = if !ok_pw { "bad_password" } else if !ok_totp { "bad_second_factor" } else { "not_enrolled" };
-            self.login_failed(Some(&user), user.username.as_str(), reason).await?;
+            self.store
+                .record_login_failure(user.id, policy.max_failed_logins, lock_until)
+                .await?;
+            let reason = if !ok_pw {
+                "bad_password"
+            } else if !ok_totp {
+                "bad_second_factor"
+            } else {
+                "not_enrolled"
+            };
+            self.login_failed(Some(&user), user.username.as_str(), reason)
+                .await?;
             return Err(denied());
         }
         if user.status == UserStatus::Suspended {
-            self.login_failed(Some(&user), user.username.as_str(), "suspended").await?;
-            return Err(ApiError::new(ErrorCode::AccountSuspended, "account is suspended; contact your administrator"));
+            self.login_failed(Some(&user), user.username.as_str(), "suspended")
+                .await?;
+            return Err(ApiError::new(
+                ErrorCode::AccountSuspended,
+                "account is suspended; contact your administrator",
+            ));
         }
         let (device_id, credential, new_device) = if let Some(id) = req.device_id {
             let d = self.store.device(id).await?;
@@ -327,13 +436,23 @@ impl Services {
                     (d.id, cred, None)
                 }
                 Some(d) if d.user_id == user.id => {
-                    self.login_failed(Some(&user), user.username.as_str(), "device_revoked").await?;
-                    return Err(ApiError::forbidden("this device was revoked; enroll it again as a new device"));
+                    self.login_failed(Some(&user), user.username.as_str(), "device_revoked")
+                        .await?;
+                    return Err(ApiError::forbidden(
+                        "this device was revoked; enroll it again as a new device",
+                    ));
                 }
-                _ => return Err(ApiError::invalid("device_id is not a device of this account")),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "device_id is not a device of this account",
+                    ));
+                }
             }
         } else {
-            let nd = req.new_device.as_ref().ok_or_else(|| ApiError::invalid("new_device missing"))?;
+            let nd = req
+                .new_device
+                .as_ref()
+                .ok_or_else(|| ApiError::invalid("new_device missing"))?;
             let (device, cred) = self.new_device_record(&user, nd);
             (device.id, cred, Some(device))
         };
@@ -343,22 +462,69 @@ impl Services {
             None => self.store.create_session(&session).await?,
         }
         self.store.reset_login_failures(user.id).await?;
-        let actor = Actor { user_id: Some(user.id), device_id: Some(device_id), role: user.role, via: "api" };
+        let actor = Actor {
+            user_id: Some(user.id),
+            device_id: Some(device_id),
+            role: user.role,
+            via: "api",
+        };
         if new_device.is_some() {
             self.audit
-                .record(&actor, "device.register", Some(device_id.to_string()), serde_json::json!({"user_id": user.id}))
+                .record(
+                    &actor,
+                    "device.register",
+                    Some(device_id.to_string()),
+                    serde_json::json!({"user_id": user.id}),
+                )
                 .await?;
         }
-        self.audit.record(&actor, "login.success", Some(user.id.to_string()), serde_json::json!({})).await?;
-        self.metrics.logins.get_or_create(&crate::metrics::OutcomeLabels { outcome: "success".into() }).inc();
-        Ok(LoginResponse { user_id: user.id, role: user.role, device: credential, session: info })
+        self.audit
+            .record(
+                &actor,
+                "login.success",
+                Some(user.id.to_string()),
+                serde_json::json!({}),
+            )
+            .await?;
+        self.metrics
+            .logins
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: "success".into(),
+            })
+            .inc();
+        Ok(LoginResponse {
+            user_id: user.id,
+            role: user.role,
+            device: credential,
+            session: info,
+        })
     }
 
-    async fn login_failed(&self, user: Option<&User>, username: &str, reason: &str) -> ApiResult<()> {
-        self.metrics.logins.get_or_create(&crate::metrics::OutcomeLabels { outcome: "failure".into() }).inc();
-        let actor = Actor { user_id: user.map(|u| u.id), device_id: None, role: user.map_or(ward_proto::Role::Patient, |u| u.role), via: "api" };
+    async fn login_failed(
+        &self,
+        user: Option<&User>,
+        username: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
+        self.metrics
+            .logins
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: "failure".into(),
+            })
+            .inc();
+        let actor = Actor {
+            user_id: user.map(|u| u.id),
+            device_id: None,
+            role: user.map_or(ward_proto::Role::Patient, |u| u.role),
+            via: "api",
+        };
         self.audit
-            .record(&actor, "login.failure", Some(username.to_owned()), serde_json::json!({ "reason": reason }))
+            .record(
+                &actor,
+                "login.failure",
+                Some(username.to_owned()),
+                serde_json::json!({ "reason": reason }),
+            )
             .await
     }
 
@@ -367,18 +533,41 @@ impl Services {
     pub async fn authenticate(&self, token: &str) -> ApiResult<AuthSession> {
         let token_hash = hash_token(token);
         let Some(s) = self.store.session(&token_hash).await? else {
-            return Err(ApiError::unauthenticated("session is unknown, ended or revoked; log in again"));
+            return Err(ApiError::unauthenticated(
+                "session is unknown, ended or revoked; log in again",
+            ));
         };
         let now = self.now();
         let idle = Duration::seconds(self.policy().idle_timeout_secs as i64);
         if now >= s.expires_at || now - s.last_used_at > idle {
             self.store.delete_session(&token_hash).await?;
-            let why = if now >= s.expires_at { "absolute" } else { "idle" };
-            let actor = Actor { user_id: Some(s.user_id), device_id: Some(s.device_id), role: ward_proto::Role::Patient, via: "api" };
-            self.audit.record(&actor, "session.expired", Some(s.user_id.to_string()), serde_json::json!({"timeout": why})).await?;
-            return Err(ApiError::unauthenticated(format!("session expired ({why} timeout); log in again")));
+            let why = if now >= s.expires_at {
+                "absolute"
+            } else {
+                "idle"
+            };
+            let actor = Actor {
+                user_id: Some(s.user_id),
+                device_id: Some(s.device_id),
+                role: ward_proto::Role::Patient,
+                via: "api",
+            };
+            self.audit
+                .record(
+                    &actor,
+                    "session.expired",
+                    Some(s.user_id.to_string()),
+                    serde_json::json!({"timeout": why}),
+                )
+                .await?;
+            return Err(ApiError::unauthenticated(format!(
+                "session expired ({why} timeout); log in again"
+            )));
         }
-        let user = self.user_or_404(s.user_id).await.map_err(|_| ApiError::unauthenticated("session user is gone"))?;
+        let user = self
+            .user_or_404(s.user_id)
+            .await
+            .map_err(|_| ApiError::unauthenticated("session user is gone"))?;
         if user.status != UserStatus::Active {
             return Err(ApiError::unauthenticated("account is not active"));
         }
@@ -390,7 +579,11 @@ impl Services {
         if now - s.last_used_at > Duration::seconds(5) {
             self.store.touch_session(&token_hash, now).await?;
         }
-        Ok(AuthSession { user, device_id: s.device_id, token_hash })
+        Ok(AuthSession {
+            user,
+            device_id: s.device_id,
+            token_hash,
+        })
     }
 
     /// Re-check a session held by a long-lived connection (no touch).
@@ -413,7 +606,14 @@ impl Services {
     pub async fn logout(&self, session: &AuthSession) -> ApiResult<()> {
         self.store.delete_session(&session.token_hash).await?;
         self.hub.end_device(session.device_id, "logged out");
-        self.audit.record(&session.actor(), "logout", Some(session.user.id.to_string()), serde_json::json!({})).await
+        self.audit
+            .record(
+                &session.actor(),
+                "logout",
+                Some(session.user.id.to_string()),
+                serde_json::json!({}),
+            )
+            .await
     }
 }
 

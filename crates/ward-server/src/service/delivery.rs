@@ -28,34 +28,51 @@ fn direct_key(a: ward_proto::UserId, b: ward_proto::UserId) -> String {
 
 impl Services {
     /// Register a conversation whose MLS group the caller's device just created.
-    pub async fn create_conversation(&self, s: &AuthSession, req: CreateConversationRequest) -> ApiResult<ConversationInfo> {
+    pub async fn create_conversation(
+        &self,
+        s: &AuthSession,
+        req: CreateConversationRequest,
+    ) -> ApiResult<ConversationInfo> {
         if s.user.role == Role::Patient {
-            return Err(ApiError::forbidden("patients cannot start conversations; their care team adds them"));
+            return Err(ApiError::forbidden(
+                "patients cannot start conversations; their care team adds them",
+            ));
         }
         if !self.policy().ciphersuites.contains(&req.ciphersuite) {
             return Err(ApiError::invalid(format!(
-                "ciphersuite 0x{:04X} is not allowed by the organisation policy", req.ciphersuite
+                "ciphersuite 0x{:04X} is not allowed by the organisation policy",
+                req.ciphersuite
             )));
         }
         let direct = match (req.kind, &req.peer) {
             (ConversationKind::Direct, Some(peer)) => {
                 let p = self.user_by_name_or_404(peer).await?;
                 if p.id == s.user.id {
-                    return Err(ApiError::invalid("a direct conversation needs another user as peer"));
+                    return Err(ApiError::invalid(
+                        "a direct conversation needs another user as peer",
+                    ));
                 }
                 if p.status != UserStatus::Active {
                     return Err(ApiError::invalid(format!("user {peer} is not active")));
                 }
                 let key = direct_key(s.user.id, p.id);
                 if let Some(existing) = self.store.direct_conversation(&key).await? {
-                    return Err(ApiError::new(ErrorCode::Conflict, format!(
-                        "a direct conversation with {peer} already exists: {}", existing.id
-                    )));
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "a direct conversation with {peer} already exists: {}",
+                            existing.id
+                        ),
+                    ));
                 }
                 Some((key, p))
             }
-            (ConversationKind::Direct, None) => return Err(ApiError::invalid("a direct conversation needs a peer")),
-            (ConversationKind::Group, Some(_)) => return Err(ApiError::invalid("peer is only for direct conversations")),
+            (ConversationKind::Direct, None) => {
+                return Err(ApiError::invalid("a direct conversation needs a peer"));
+            }
+            (ConversationKind::Group, Some(_)) => {
+                return Err(ApiError::invalid("peer is only for direct conversations"));
+            }
             (ConversationKind::Group, None) => None,
         };
         let c = Conversation {
@@ -69,15 +86,25 @@ impl Services {
             created_at: self.now(),
         };
         self.store
-            .create_conversation(&NewConversation { conversation: c.clone(), creator_device: s.device_id })
+            .create_conversation(&NewConversation {
+                conversation: c.clone(),
+                creator_device: s.device_id,
+            })
             .await
             .map_err(|e| match e {
-                ward_store::StoreError::Conflict(_) => ApiError::new(ErrorCode::Conflict, "a direct conversation with this user already exists"),
+                ward_store::StoreError::Conflict(_) => ApiError::new(
+                    ErrorCode::Conflict,
+                    "a direct conversation with this user already exists",
+                ),
                 other => other.into(),
             })?;
         self.audit
-            .record(&s.actor(), "conversation.create", Some(c.id.to_string()),
-                serde_json::json!({"kind": c.kind, "ciphersuite": c.ciphersuite}))
+            .record(
+                &s.actor(),
+                "conversation.create",
+                Some(c.id.to_string()),
+                serde_json::json!({"kind": c.kind, "ciphersuite": c.ciphersuite}),
+            )
             .await?;
         self.conversation_info(&c).await
     }
@@ -91,7 +118,13 @@ impl Services {
             ciphersuite: c.ciphersuite,
             epoch: c.epoch,
             last_seq: c.last_seq,
-            members: members.into_iter().map(|m| MemberInfo { user_id: m.user_id, username: m.username }).collect(),
+            members: members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    user_id: m.user_id,
+                    username: m.username,
+                })
+                .collect(),
             devices: devices.into_iter().map(|d| d.device_id).collect(),
             created_at: c.created_at,
         })
@@ -99,8 +132,16 @@ impl Services {
 
     /// The conversation, if the caller's user is a member (404 otherwise: ids of
     /// conversations one is not in are not confirmed).
-    async fn member_conversation(&self, s: &AuthSession, id: ConversationId) -> ApiResult<Conversation> {
-        let c = self.store.conversation(id).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
+    async fn member_conversation(
+        &self,
+        s: &AuthSession,
+        id: ConversationId,
+    ) -> ApiResult<Conversation> {
+        let c = self
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("conversation"))?;
         let members = self.store.members(id).await?;
         if !members.iter().any(|m| m.user_id == s.user.id) {
             return Err(ApiError::not_found("conversation"));
@@ -118,47 +159,85 @@ impl Services {
     }
 
     /// One conversation.
-    pub async fn get_conversation(&self, s: &AuthSession, id: ConversationId) -> ApiResult<ConversationInfo> {
+    pub async fn get_conversation(
+        &self,
+        s: &AuthSession,
+        id: ConversationId,
+    ) -> ApiResult<ConversationInfo> {
         let c = self.member_conversation(s, id).await?;
         self.conversation_info(&c).await
     }
 
     /// Accept an envelope: validate, append durably, then push to connected devices.
-    pub async fn send_envelope(&self, s: &AuthSession, id: ConversationId, req: SendEnvelopeRequest) -> ApiResult<SendEnvelopeResponse> {
+    pub async fn send_envelope(
+        &self,
+        s: &AuthSession,
+        id: ConversationId,
+        req: SendEnvelopeRequest,
+    ) -> ApiResult<SendEnvelopeResponse> {
         if req.payload.is_empty() || req.payload.len() > MAX_MLS_MESSAGE_BYTES {
-            return Err(ApiError::invalid(format!("payload must be 1 to {MAX_MLS_MESSAGE_BYTES} bytes")));
+            return Err(ApiError::invalid(format!(
+                "payload must be 1 to {MAX_MLS_MESSAGE_BYTES} bytes"
+            )));
         }
-        let has_changes = req.welcome.is_some() || !req.add_users.is_empty() || !req.remove_users.is_empty() || !req.remove_devices.is_empty();
+        let has_changes = req.welcome.is_some()
+            || !req.add_users.is_empty()
+            || !req.remove_users.is_empty()
+            || !req.remove_devices.is_empty();
         if req.kind != EnvelopeKind::Commit && has_changes {
-            return Err(ApiError::invalid("welcome, add_users, remove_users and remove_devices are only allowed with a commit"));
+            return Err(ApiError::invalid(
+                "welcome, add_users, remove_users and remove_devices are only allowed with a commit",
+            ));
         }
-        if req.add_users.len() + req.remove_users.len() + req.remove_devices.len() > MAX_CONVERSATION_MEMBERS {
-            return Err(ApiError::invalid(format!("at most {MAX_CONVERSATION_MEMBERS} membership changes per commit")));
+        if req.add_users.len() + req.remove_users.len() + req.remove_devices.len()
+            > MAX_CONVERSATION_MEMBERS
+        {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_CONVERSATION_MEMBERS} membership changes per commit"
+            )));
         }
         if let Some(w) = &req.welcome
-            && (w.devices.is_empty() || w.payload.is_empty() || w.payload.len() > MAX_MLS_MESSAGE_BYTES)
+            && (w.devices.is_empty()
+                || w.payload.is_empty()
+                || w.payload.len() > MAX_MLS_MESSAGE_BYTES)
         {
-            return Err(ApiError::invalid("a welcome needs a non-empty payload and at least one device"));
+            return Err(ApiError::invalid(
+                "a welcome needs a non-empty payload and at least one device",
+            ));
         }
         let conv = self.member_conversation(s, id).await?;
         if s.user.role == Role::Patient {
             if !req.add_users.is_empty() {
-                return Err(ApiError::forbidden("patients cannot add members to conversations"));
+                return Err(ApiError::forbidden(
+                    "patients cannot add members to conversations",
+                ));
             }
             if req.remove_users.iter().any(|u| *u != s.user.id) {
-                return Err(ApiError::forbidden("patients can only remove themselves from a conversation"));
+                return Err(ApiError::forbidden(
+                    "patients can only remove themselves from a conversation",
+                ));
             }
             if !req.remove_devices.is_empty() {
-                let own: Vec<_> = self.store.devices_of_user(s.user.id).await?.into_iter().map(|d| d.id).collect();
+                let own: Vec<_> = self
+                    .store
+                    .devices_of_user(s.user.id)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect();
                 if req.remove_devices.iter().any(|d| !own.contains(d)) {
-                    return Err(ApiError::forbidden("patients can only remove their own devices"));
+                    return Err(ApiError::forbidden(
+                        "patients can only remove their own devices",
+                    ));
                 }
             }
         }
         if conv.kind == ConversationKind::Direct {
             let key = conv.direct_key.clone().unwrap_or_default();
             if req.add_users.iter().any(|u| !key.contains(&u.to_string())) {
-                return Err(ApiError::forbidden("a direct conversation cannot gain a third member; create a group"));
+                return Err(ApiError::forbidden(
+                    "a direct conversation cannot gain a third member; create a group",
+                ));
             }
         }
         let commit = (req.kind == EnvelopeKind::Commit).then(|| CommitChanges {
@@ -166,7 +245,10 @@ impl Services {
             add_users: req.add_users.clone(),
             remove_users: req.remove_users.clone(),
             remove_devices: req.remove_devices.clone(),
-            welcome: req.welcome.as_ref().map(|w| (w.payload.0.clone(), w.devices.clone())),
+            welcome: req
+                .welcome
+                .as_ref()
+                .map(|w| (w.payload.0.clone(), w.devices.clone())),
         });
         let size = req.payload.len();
         let outcome = self
@@ -185,11 +267,28 @@ impl Services {
             })
             .await?;
         match outcome {
-            AppendOutcome::Duplicate { message_id, seq, epoch } => {
-                Ok(SendEnvelopeResponse { message_id, seq, epoch, duplicate: true })
-            }
-            AppendOutcome::Accepted { envelope, epoch, inbox, recipients } => {
-                self.metrics.envelopes_accepted.get_or_create(&KindLabels { kind: format!("{:?}", req.kind).to_lowercase() }).inc();
+            AppendOutcome::Duplicate {
+                message_id,
+                seq,
+                epoch,
+            } => Ok(SendEnvelopeResponse {
+                message_id,
+                seq,
+                epoch,
+                duplicate: true,
+            }),
+            AppendOutcome::Accepted {
+                envelope,
+                epoch,
+                inbox,
+                recipients,
+            } => {
+                self.metrics
+                    .envelopes_accepted
+                    .get_or_create(&KindLabels {
+                        kind: format!("{:?}", req.kind).to_lowercase(),
+                    })
+                    .inc();
                 self.metrics.envelope_bytes.inc_by(size as u64);
                 let mut details = serde_json::json!({
                     "conversation_id": id, "seq": envelope.seq, "kind": req.kind, "size": size, "epoch": req.epoch,
@@ -198,11 +297,29 @@ impl Services {
                     details["added_users"] = serde_json::json!(req.add_users);
                     details["removed_users"] = serde_json::json!(req.remove_users);
                     details["removed_devices"] = serde_json::json!(req.remove_devices);
-                    details["welcomed_devices"] = serde_json::json!(req.welcome.as_ref().map(|w| w.devices.clone()).unwrap_or_default());
+                    details["welcomed_devices"] = serde_json::json!(
+                        req.welcome
+                            .as_ref()
+                            .map(|w| w.devices.clone())
+                            .unwrap_or_default()
+                    );
                 }
-                self.audit.record(&s.actor(), "message.send", Some(envelope.message_id.to_string()), details).await?;
-                let resp = SendEnvelopeResponse { message_id: envelope.message_id, seq: envelope.seq, epoch, duplicate: false };
-                self.hub.publish(&recipients, &ServerEvent::Envelope(envelope));
+                self.audit
+                    .record(
+                        &s.actor(),
+                        "message.send",
+                        Some(envelope.message_id.to_string()),
+                        details,
+                    )
+                    .await?;
+                let resp = SendEnvelopeResponse {
+                    message_id: envelope.message_id,
+                    seq: envelope.seq,
+                    epoch,
+                    duplicate: false,
+                };
+                self.hub
+                    .publish(&recipients, &ServerEvent::Envelope(envelope));
                 for (device, item) in inbox {
                     self.hub.publish(&[device], &ServerEvent::Inbox(item));
                 }
@@ -215,7 +332,9 @@ impl Services {
     pub async fn sync(&self, s: &AuthSession, limit: Option<usize>) -> ApiResult<SyncResponse> {
         let limit = limit.unwrap_or(SYNC_LIMIT_DEFAULT);
         if limit == 0 || limit > SYNC_LIMIT_MAX {
-            return Err(ApiError::invalid(format!("limit must be 1 to {SYNC_LIMIT_MAX}")));
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {SYNC_LIMIT_MAX}"
+            )));
         }
         let batch = self.store.sync(s.device_id, limit).await?;
         if !batch.envelopes.is_empty() || !batch.inbox.is_empty() {
@@ -243,7 +362,13 @@ impl Services {
             return Err(ApiError::invalid("too many cursors in one acknowledgement"));
         }
         self.store
-            .record_receipts(s.device_id, ReceiptKind::Delivered, &req.conversations, req.inbox_seq, self.now())
+            .record_receipts(
+                s.device_id,
+                ReceiptKind::Delivered,
+                &req.conversations,
+                req.inbox_seq,
+                self.now(),
+            )
             .await?;
         Ok(())
     }
@@ -253,20 +378,46 @@ impl Services {
         if req.conversations.is_empty() || req.conversations.len() > 10_000 {
             return Err(ApiError::invalid("give 1 to 10000 conversation cursors"));
         }
-        self.store.record_receipts(s.device_id, ReceiptKind::Read, &req.conversations, None, self.now()).await?;
+        self.store
+            .record_receipts(
+                s.device_id,
+                ReceiptKind::Read,
+                &req.conversations,
+                None,
+                self.now(),
+            )
+            .await?;
         Ok(())
     }
 
     /// Per-device receipts of one message.
-    pub async fn message_status(&self, s: &AuthSession, id: ConversationId, seq: u64) -> ApiResult<MessageStatus> {
+    pub async fn message_status(
+        &self,
+        s: &AuthSession,
+        id: ConversationId,
+        seq: u64,
+    ) -> ApiResult<MessageStatus> {
         self.member_conversation(s, id).await?;
-        let env = self.store.envelope(id, seq).await?.ok_or_else(|| ApiError::not_found("message"))?;
+        let env = self
+            .store
+            .envelope(id, seq)
+            .await?
+            .ok_or_else(|| ApiError::not_found("message"))?;
         let recipients = self.store.receipts(id, seq).await?;
-        Ok(MessageStatus { conversation_id: id, seq, message_id: env.message_id, recipients })
+        Ok(MessageStatus {
+            conversation_id: id,
+            seq,
+            message_id: env.message_id,
+            recipients,
+        })
     }
 
     /// The commit log, so clients can detect forks.
-    pub async fn commit_log(&self, s: &AuthSession, id: ConversationId) -> ApiResult<Vec<CommitLogEntry>> {
+    pub async fn commit_log(
+        &self,
+        s: &AuthSession,
+        id: ConversationId,
+    ) -> ApiResult<Vec<CommitLogEntry>> {
         self.member_conversation(s, id).await?;
         Ok(self.store.commit_log(id).await?)
     }

@@ -16,7 +16,11 @@ pub fn generate_enrollment_code() -> String {
     let chars: Vec<char> = (0..20)
         .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
         .collect();
-    chars.chunks(5).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+    chars
+        .chunks(5)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A fresh session token (256 bits).

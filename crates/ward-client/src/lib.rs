@@ -1,0 +1,1308 @@
+//! Ward client SDK: [`ward_core`] driven over HTTPS and WebSocket, with an encrypted profile.
+//!
+//! [`WardClient`] is one enrolled device. Every operation follows the same discipline so a
+//! crash at any point loses nothing the server acknowledged and duplicates nothing:
+//! - writes go through an outbox saved (encrypted) before they are sent, and are retried with
+//!   the same client message id, which the server deduplicates;
+//! - received envelopes are processed, the profile is saved, and only then acknowledged; a
+//!   redelivered envelope at or below the conversation's processed seq is skipped;
+//! - a commit that loses its epoch is discarded, the winner processed, and the commit rebuilt.
+//!
+//! What it does NOT do: render anything (the CLI does), or keep plaintext outside the
+//! encrypted profile.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod profile;
+mod transport;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::StreamExt;
+use time::OffsetDateTime;
+use ward_core::{
+    Body, Client as Core, CoreError, Identity, MessageContent, PendingCommit, Priority, Processed,
+    TrustAnchor,
+};
+use ward_proto::{
+    AckRequest, ClaimKeyPackagesRequest, ClaimKeyPackagesResponse, ClaimedKeyPackage,
+    ConversationCursor, ConversationId, ConversationInfo, ConversationKind,
+    CreateConversationRequest, DeviceId, DirectoryEntry, EnrollRequest, EnrollResponse,
+    EnvelopeKind, ErrorCode, InboxKind, KeyPackageStock, LoginRequest, LoginResponse, MessageId,
+    MessageStatus, NewDevice, ReadReceiptRequest, RevocationList, SendEnvelopeRequest,
+    SendEnvelopeResponse, ServerEvent, ServerInfo, SyncResponse, UploadKeyPackagesRequest, UserId,
+    Username, WelcomeDelivery,
+};
+
+pub use profile::{ConversationState, PROFILE_FILE, StoredMessage};
+use profile::{OutboxItem, Profile, ProfileData, StoredSession};
+use transport::Api;
+pub use transport::{ca_fingerprint, tls_config};
+
+/// One-time KeyPackages kept in stock on the server.
+const KEY_PACKAGE_BATCH: usize = 30;
+/// Commits retried this often when other members win the epoch.
+const COMMIT_ATTEMPTS: usize = 6;
+/// Largest sync page.
+const SYNC_PAGE: usize = 500;
+
+/// Errors of the SDK. Messages are meant for the person at the keyboard.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WardError {
+    /// The server refused the request.
+    #[error("{message}")]
+    Api {
+        /// Server error code.
+        code: ErrorCode,
+        /// Server message.
+        message: String,
+        /// For epoch conflicts.
+        current_epoch: Option<u64>,
+    },
+    /// No valid session: log in again.
+    #[error("not logged in or session expired ({0}); run `ward login`")]
+    SessionExpired(String),
+    /// Network failure; queued writes are retried on the next sync.
+    #[error("could not reach the server: {0}")]
+    Transport(String),
+    /// The server's certificate was not accepted.
+    #[error("{0}")]
+    Tls(String),
+    /// The profile passphrase is wrong, or the profile file was altered.
+    #[error("wrong passphrase, or the profile file is corrupted")]
+    WrongPassphrase,
+    /// The profile could not be read or written.
+    #[error("profile: {0}")]
+    Profile(String),
+    /// The input is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The MLS core refused something.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl WardError {
+    fn is(&self, code: ErrorCode) -> bool {
+        matches!(self, WardError::Api { code: c, .. } if *c == code)
+    }
+}
+
+/// Where a message goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The direct conversation with this user (created on first use).
+    User(Username),
+    /// An existing conversation.
+    Conversation(ConversationId),
+}
+
+/// A message the server accepted.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Sent {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Server id.
+    pub message_id: MessageId,
+    /// Sequence number in the conversation.
+    pub seq: u64,
+}
+
+/// What enrollment returns to show the user once.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Enrolled {
+    /// The account.
+    pub user_id: UserId,
+    /// This device.
+    pub device_id: DeviceId,
+    /// Base32 TOTP secret for the authenticator app.
+    pub totp_secret: String,
+    /// The same as an `otpauth://` URI.
+    pub otpauth_uri: String,
+}
+
+/// Result of a sync.
+#[derive(Clone, Debug, Default)]
+pub struct SyncReport {
+    /// Newly received messages, in order per conversation.
+    pub messages: Vec<StoredMessage>,
+    /// Problems (undecryptable or refused messages), also kept in the profile.
+    pub warnings: Vec<String>,
+}
+
+/// One conversation as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConversationSummary {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Kind.
+    pub kind: ConversationKind,
+    /// Group name, when known.
+    pub name: Option<String>,
+    /// Member usernames.
+    pub members: Vec<Username>,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Highest seq.
+    pub last_seq: u64,
+}
+
+/// One enrolled device.
+pub struct WardClient {
+    profile: Profile,
+    core: Core,
+    api: Api,
+}
+
+/// Enrollment inputs.
+pub struct EnrollParams<'a> {
+    /// Profile directory to create.
+    pub profile_dir: &'a std::path::Path,
+    /// Passphrase protecting the profile.
+    pub passphrase: &'a str,
+    /// Server URL.
+    pub server_url: &'a str,
+    /// PEM of the server's CA.
+    pub ca_pem: &'a str,
+    /// Username.
+    pub username: Username,
+    /// One-time enrollment code.
+    pub enrollment_code: &'a str,
+    /// Password to set.
+    pub password: &'a str,
+    /// Device label.
+    pub device_name: &'a str,
+}
+
+impl WardClient {
+    /// Enroll this device: create the signature key, use the enrollment code, verify the
+    /// credential the organisation CA issued, upload KeyPackages, save the profile.
+    pub async fn enroll(p: EnrollParams<'_>) -> Result<(WardClient, Enrolled), WardError> {
+        Profile::preflight(p.profile_dir, p.passphrase)?;
+        let mut api = Api::new(p.server_url, p.ca_pem)?;
+        let info: ServerInfo = api.get("/v1/server").await?;
+        let org_ca: [u8; 32] =
+            info.org_ca_public_key.as_slice().try_into().map_err(|_| {
+                WardError::Transport("server sent a malformed organisation key".into())
+            })?;
+        let identity = Identity::generate()?;
+        let resp: EnrollResponse = api
+            .post(
+                "/v1/enroll",
+                &EnrollRequest {
+                    username: p.username.clone(),
+                    enrollment_code: p.enrollment_code.to_owned(),
+                    password: p.password.to_owned(),
+                    device: NewDevice {
+                        name: p.device_name.to_owned(),
+                        signature_key: identity.signature_public_key().to_vec().into(),
+                    },
+                },
+            )
+            .await?;
+        let trust = TrustAnchor {
+            org_ca_public_key: org_ca,
+            external_sender_public_key: Some(info.external_sender_public_key.0.clone()),
+            external_sender_identity: Some(info.external_sender_identity.clone()),
+        };
+        let core = Core::new(identity, resp.device.clone(), trust)?;
+        let ciphersuite = info.ciphersuites.first().copied().unwrap_or(0x004D);
+        let mut data = ProfileData::new(
+            api.base().to_owned(),
+            p.ca_pem.to_owned(),
+            p.username,
+            resp.user_id,
+            resp.device.device_id,
+            ciphersuite,
+        );
+        data.session = Some(StoredSession {
+            token: resp.session.token.clone(),
+            expires_at: resp.session.expires_at,
+        });
+        data.core = core.to_bytes()?.to_vec().into();
+        let profile = Profile::create(p.profile_dir, p.passphrase, data)?;
+        api.set_token(Some(resp.session.token.clone()));
+        let mut client = WardClient { profile, core, api };
+        client.top_up_key_packages(None).await?;
+        Ok((
+            client,
+            Enrolled {
+                user_id: resp.user_id,
+                device_id: resp.device.device_id,
+                totp_secret: resp.totp_secret.clone(),
+                otpauth_uri: resp.otpauth_uri.clone(),
+            },
+        ))
+    }
+
+    /// Register an additional device of an enrolled user (password and TOTP), in a new
+    /// profile. Members add it to shared conversations the next time they sync.
+    pub async fn register_device(
+        p: EnrollParams<'_>,
+        totp: Option<String>,
+    ) -> Result<WardClient, WardError> {
+        Profile::preflight(p.profile_dir, p.passphrase)?;
+        let mut api = Api::new(p.server_url, p.ca_pem)?;
+        let info: ServerInfo = api.get("/v1/server").await?;
+        let org_ca: [u8; 32] =
+            info.org_ca_public_key.as_slice().try_into().map_err(|_| {
+                WardError::Transport("server sent a malformed organisation key".into())
+            })?;
+        let identity = Identity::generate()?;
+        let resp: LoginResponse = api
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    username: p.username.clone(),
+                    password: p.password.to_owned(),
+                    totp,
+                    device_id: None,
+                    new_device: Some(NewDevice {
+                        name: p.device_name.to_owned(),
+                        signature_key: identity.signature_public_key().to_vec().into(),
+                    }),
+                },
+            )
+            .await?;
+        let trust = TrustAnchor {
+            org_ca_public_key: org_ca,
+            external_sender_public_key: Some(info.external_sender_public_key.0.clone()),
+            external_sender_identity: Some(info.external_sender_identity.clone()),
+        };
+        let core = Core::new(identity, resp.device.clone(), trust)?;
+        let mut data = ProfileData::new(
+            api.base().to_owned(),
+            p.ca_pem.to_owned(),
+            p.username,
+            resp.user_id,
+            resp.device.device_id,
+            info.ciphersuites.first().copied().unwrap_or(0x004D),
+        );
+        data.session = Some(StoredSession {
+            token: resp.session.token.clone(),
+            expires_at: resp.session.expires_at,
+        });
+        data.core = core.to_bytes()?.to_vec().into();
+        let profile = Profile::create(p.profile_dir, p.passphrase, data)?;
+        api.set_token(Some(resp.session.token.clone()));
+        let mut client = WardClient { profile, core, api };
+        client.top_up_key_packages(None).await?;
+        Ok(client)
+    }
+
+    /// Open an existing profile.
+    pub fn open(profile_dir: &std::path::Path, passphrase: &str) -> Result<WardClient, WardError> {
+        let profile = Profile::open(profile_dir, passphrase)?;
+        let core = Core::from_bytes(profile.data.core.as_slice())?;
+        let mut api = Api::new(&profile.data.server_url, &profile.data.ca_pem)?;
+        api.set_token(profile.data.session.as_ref().map(|s| s.token.clone()));
+        Ok(WardClient { profile, core, api })
+    }
+
+    /// This device.
+    pub fn device_id(&self) -> DeviceId {
+        self.profile.data.device_id
+    }
+
+    /// This account.
+    pub fn username(&self) -> &Username {
+        &self.profile.data.username
+    }
+
+    /// The local message history.
+    pub fn history(&self) -> &[StoredMessage] {
+        &self.profile.data.messages
+    }
+
+    /// Log in again on this device.
+    pub async fn login(&mut self, password: &str, totp: Option<String>) -> Result<(), WardError> {
+        self.api.set_token(None);
+        let resp: LoginResponse = self
+            .api
+            .post(
+                "/v1/login",
+                &LoginRequest {
+                    username: self.profile.data.username.clone(),
+                    password: password.to_owned(),
+                    totp,
+                    device_id: Some(self.profile.data.device_id),
+                    new_device: None,
+                },
+            )
+            .await?;
+        self.api.set_token(Some(resp.session.token.clone()));
+        self.profile.data.session = Some(StoredSession {
+            token: resp.session.token.clone(),
+            expires_at: resp.session.expires_at,
+        });
+        self.save()
+    }
+
+    /// Send a text message. Returns once the server has it durably.
+    pub async fn send_text(
+        &mut self,
+        target: Target,
+        text: &str,
+        priority: Priority,
+    ) -> Result<Sent, WardError> {
+        let content = MessageContent::text(text, priority, now_ms());
+        content
+            .validate()
+            .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+        self.flush_outbox().await?;
+        let conversation = match target {
+            Target::Conversation(id) => {
+                if !self.core.has_group(id) || !self.core.is_active(id) {
+                    return Err(WardError::InvalidInput(format!(
+                        "this device is not in conversation {id} (not added yet, or removed)"
+                    )));
+                }
+                id
+            }
+            Target::User(u) => self.direct_conversation(&u).await?,
+        };
+        self.send_content(conversation, content, uuid::Uuid::new_v4())
+            .await
+    }
+
+    /// Create a group with `members` (usernames), named `name` for everyone.
+    pub async fn create_group(
+        &mut self,
+        name: &str,
+        members: &[Username],
+    ) -> Result<ConversationId, WardError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 128 {
+            return Err(WardError::InvalidInput(
+                "group name must be 1 to 128 characters".into(),
+            ));
+        }
+        self.flush_outbox().await?;
+        let (claimed, users) = self.claim_for(members).await?;
+        let info: ConversationInfo = self
+            .api
+            .post(
+                "/v1/conversations",
+                &CreateConversationRequest {
+                    kind: ConversationKind::Group,
+                    ciphersuite: self.profile.data.ciphersuite,
+                    peer: None,
+                },
+            )
+            .await?;
+        let id = info.conversation_id;
+        self.core.create_group(id, info.ciphersuite)?;
+        self.profile.data.conversations.insert(
+            id,
+            ConversationState {
+                kind: ConversationKind::Group,
+                name: Some(name.to_owned()),
+                peer: None,
+                processed_seq: 0,
+                active: true,
+            },
+        );
+        self.save()?;
+        self.commit_adding(id, claimed, users).await?;
+        let mut content = MessageContent::text(
+            format!(
+                "{} created the group \u{201c}{name}\u{201d}",
+                self.profile.data.username
+            ),
+            Priority::Routine,
+            now_ms(),
+        );
+        content
+            .extra
+            .insert("conversation_name".into(), name.into());
+        self.send_content(id, content, uuid::Uuid::new_v4()).await?;
+        Ok(id)
+    }
+
+    /// Add users (all their devices) to a conversation.
+    pub async fn add_members(
+        &mut self,
+        conversation: ConversationId,
+        members: &[Username],
+    ) -> Result<(), WardError> {
+        self.flush_outbox().await?;
+        self.require_group(conversation)?;
+        let (claimed, users) = self.claim_for(members).await?;
+        self.commit_adding(conversation, claimed, users).await
+    }
+
+    /// Remove users (all their devices) from a conversation.
+    pub async fn remove_members(
+        &mut self,
+        conversation: ConversationId,
+        members: &[Username],
+    ) -> Result<(), WardError> {
+        self.flush_outbox().await?;
+        self.require_group(conversation)?;
+        let mut users = Vec::new();
+        for m in members {
+            let entry: DirectoryEntry = self.api.get(&format!("/v1/users/{m}")).await?;
+            users.push(entry.user_id);
+        }
+        let devices: Vec<DeviceId> = self
+            .core
+            .members(conversation)
+            .into_iter()
+            .filter(|c| users.contains(&c.user_id))
+            .map(|c| c.device_id)
+            .collect();
+        if devices.is_empty() {
+            return Err(WardError::InvalidInput(
+                "none of these users is in the conversation".into(),
+            ));
+        }
+        self.commit(conversation, Vec::new(), users, |core| {
+            core.remove_devices(conversation, &devices).map(Some)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Fetch and process everything pending, acknowledge it, keep KeyPackages stocked, and add
+    /// members' new devices to shared conversations.
+    pub async fn sync(&mut self) -> Result<SyncReport, WardError> {
+        self.flush_outbox().await?;
+        let mut report = self.sync_once().await?;
+        let more = self.maintain_groups().await?;
+        report.warnings.extend(more);
+        Ok(report)
+    }
+
+    /// Stay connected and call `on_message` for every new message until the connection ends.
+    pub async fn follow(
+        &mut self,
+        mut on_message: impl FnMut(&StoredMessage),
+    ) -> Result<(), WardError> {
+        let mut ws = self.api.websocket().await?;
+        let report = self.sync().await?;
+        report.messages.iter().for_each(&mut on_message);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                        match serde_json::from_str::<ServerEvent>(t.as_str()) {
+                            Ok(ServerEvent::SessionEnded { reason }) => return Err(WardError::SessionExpired(reason)),
+                            Ok(_) => {
+                                let report = self.sync().await?;
+                                report.messages.iter().for_each(&mut on_message);
+                            }
+                            Err(_) => tracing::debug!("ignoring an unknown event"),
+                        }
+                    }
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                        return Err(WardError::Transport(format!(
+                            "server closed the connection: {}", f.map(|f| f.reason.to_string()).unwrap_or_default()
+                        )));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(WardError::Transport(e.to_string())),
+                    None => return Err(WardError::Transport("connection closed".into())),
+                },
+                _ = tick.tick() => {
+                    let report = self.sync().await?;
+                    report.messages.iter().for_each(&mut on_message);
+                }
+            }
+        }
+    }
+
+    /// Send a read receipt for a message in the history.
+    pub async fn mark_read(&mut self, message_id: MessageId) -> Result<(), WardError> {
+        let m = self.find(message_id)?;
+        let seq = m.seq.ok_or_else(|| {
+            WardError::InvalidInput("the message has no sequence number yet".into())
+        })?;
+        self.api
+            .post_empty(
+                "/v1/receipts/read",
+                &ReadReceiptRequest {
+                    conversations: vec![ConversationCursor {
+                        conversation_id: m.conversation_id,
+                        seq,
+                    }],
+                },
+            )
+            .await
+    }
+
+    /// Per-device delivery and read state of a message.
+    pub async fn status(&mut self, message_id: MessageId) -> Result<MessageStatus, WardError> {
+        let m = self.find(message_id)?;
+        let seq = m.seq.ok_or_else(|| {
+            WardError::InvalidInput("the message has no sequence number yet".into())
+        })?;
+        self.api
+            .get(&format!(
+                "/v1/conversations/{}/messages/{seq}/status",
+                m.conversation_id
+            ))
+            .await
+    }
+
+    /// Conversations this device is in.
+    pub async fn conversations(&mut self) -> Result<Vec<ConversationSummary>, WardError> {
+        let mut out = Vec::new();
+        let ids: Vec<ConversationId> = self
+            .profile
+            .data
+            .conversations
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let info: ConversationInfo = self.api.get(&format!("/v1/conversations/{id}")).await?;
+            let state = &self.profile.data.conversations[&id];
+            out.push(ConversationSummary {
+                conversation_id: id,
+                kind: info.kind,
+                name: state
+                    .name
+                    .clone()
+                    .or_else(|| state.peer.as_ref().map(|p| format!("@{p}"))),
+                members: info.members.into_iter().map(|m| m.username).collect(),
+                epoch: info.epoch,
+                last_seq: info.last_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    // ----- internals -------------------------------------------------------------------
+
+    fn save(&mut self) -> Result<(), WardError> {
+        self.profile.data.core = self.core.to_bytes()?.to_vec().into();
+        self.profile.save()
+    }
+
+    fn find(&self, message_id: MessageId) -> Result<StoredMessage, WardError> {
+        self.profile
+            .data
+            .messages
+            .iter()
+            .find(|m| m.message_id == Some(message_id))
+            .cloned()
+            .ok_or_else(|| {
+                WardError::InvalidInput(format!(
+                    "message {message_id} is not in this device's history"
+                ))
+            })
+    }
+
+    fn require_group(&self, id: ConversationId) -> Result<(), WardError> {
+        if self.core.has_group(id) && self.core.is_active(id) {
+            Ok(())
+        } else {
+            Err(WardError::InvalidInput(format!(
+                "this device is not in conversation {id}"
+            )))
+        }
+    }
+
+    fn warn(&mut self, report: &mut SyncReport, w: String) {
+        tracing::warn!("{w}");
+        report.warnings.push(w.clone());
+        self.profile.data.warnings.push(w);
+    }
+
+    /// Claim KeyPackages for every device of `members` and for this user's other devices.
+    async fn claim_for(
+        &mut self,
+        members: &[Username],
+    ) -> Result<(Vec<ClaimedKeyPackage>, Vec<UserId>), WardError> {
+        let mut claimed = Vec::new();
+        let mut users = Vec::new();
+        let me = self.profile.data.username.clone();
+        let mut seen = BTreeSet::new();
+        for m in members {
+            if *m == me {
+                return Err(WardError::InvalidInput(
+                    "you are a member already; name the others".into(),
+                ));
+            }
+            if !seen.insert(m.clone()) {
+                continue;
+            }
+            let resp: ClaimKeyPackagesResponse = self
+                .api
+                .post(
+                    &format!("/v1/users/{m}/key-packages/claim"),
+                    &ClaimKeyPackagesRequest::default(),
+                )
+                .await
+                .map_err(|e| match e {
+                    WardError::Api {
+                        code: ErrorCode::NoKeyPackage,
+                        ..
+                    } => WardError::InvalidInput(format!(
+                        "{m} has no device ready to be added yet (no KeyPackages)"
+                    )),
+                    WardError::Api {
+                        code: ErrorCode::NotFound,
+                        ..
+                    } => WardError::InvalidInput(format!("no user named {m}")),
+                    other => other,
+                })?;
+            users.push(resp.user_id);
+            claimed.extend(resp.key_packages);
+        }
+        claimed.extend(self.claim_own_other_devices(&[]).await?);
+        Ok((claimed, users))
+    }
+
+    /// KeyPackages of this user's other active devices (excluding `already`).
+    async fn claim_own_other_devices(
+        &mut self,
+        already: &[DeviceId],
+    ) -> Result<Vec<ClaimedKeyPackage>, WardError> {
+        let me = self.profile.data.username.clone();
+        let entry: DirectoryEntry = match self.api.get(&format!("/v1/users/{me}")).await {
+            Ok(e) => e,
+            Err(e) if e.is(ErrorCode::Forbidden) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let others: Vec<DeviceId> = entry
+            .devices
+            .iter()
+            .map(|d| d.device_id)
+            .filter(|d| *d != self.profile.data.device_id && !already.contains(d))
+            .collect();
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self
+            .api
+            .post::<_, ClaimKeyPackagesResponse>(
+                &format!("/v1/users/{me}/key-packages/claim"),
+                &ClaimKeyPackagesRequest { devices: others },
+            )
+            .await
+        {
+            Ok(r) => Ok(r.key_packages),
+            Err(e) if e.is(ErrorCode::NoKeyPackage) || e.is(ErrorCode::Forbidden) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn commit_adding(
+        &mut self,
+        id: ConversationId,
+        claimed: Vec<ClaimedKeyPackage>,
+        users: Vec<UserId>,
+    ) -> Result<(), WardError> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        self.commit(id, users, Vec::new(), move |core| {
+            let fresh: Vec<ClaimedKeyPackage> = claimed
+                .iter()
+                .filter(|k| !core.members(id).iter().any(|m| m.device_id == k.device_id))
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                Ok(None)
+            } else {
+                core.add_members(id, &fresh).map(Some)
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Build a commit with `build`, send it with the membership changes, merge on success;
+    /// on an epoch conflict discard it, process the winner and build again.
+    async fn commit(
+        &mut self,
+        id: ConversationId,
+        add_users: Vec<UserId>,
+        remove_users: Vec<UserId>,
+        build: impl Fn(&mut Core) -> Result<Option<PendingCommit>, CoreError>,
+    ) -> Result<Option<SendEnvelopeResponse>, WardError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let Some(pc) = build(&mut self.core)? else {
+                return Ok(None);
+            };
+            let item = OutboxItem {
+                client_message_id: uuid::Uuid::new_v4(),
+                conversation_id: id,
+                kind: EnvelopeKind::Commit,
+                epoch: pc.epoch,
+                payload: pc.commit.clone().into(),
+                welcome: pc.welcome.clone().map(|w| WelcomeDelivery {
+                    payload: w.into(),
+                    devices: pc.welcome_devices.clone(),
+                }),
+                add_users: add_users.clone(),
+                remove_users: remove_users.clone(),
+                remove_devices: pc.removed_devices.clone(),
+                content: None,
+            };
+            self.profile.data.outbox.push(item.clone());
+            self.save()?;
+            match self.post_item(&item).await {
+                Ok(resp) => {
+                    self.core.merge_pending_commit(id)?;
+                    self.drop_outbox(item.client_message_id);
+                    self.save()?;
+                    return Ok(Some(resp));
+                }
+                Err(e) if e.is(ErrorCode::EpochConflict) => {
+                    self.core.clear_pending_commit(id)?;
+                    self.drop_outbox(item.client_message_id);
+                    self.save()?;
+                    self.sync_once().await?;
+                }
+                Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => return Err(e),
+                Err(e) => {
+                    self.core.clear_pending_commit(id)?;
+                    self.drop_outbox(item.client_message_id);
+                    self.save()?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(WardError::InvalidInput(
+            "other members kept changing the conversation; try again".into(),
+        ))
+    }
+
+    /// Encrypt and send application content; re-encrypt after processing a winning commit.
+    async fn send_content(
+        &mut self,
+        id: ConversationId,
+        content: MessageContent,
+        cmid: uuid::Uuid,
+    ) -> Result<Sent, WardError> {
+        let content_bytes = content
+            .to_bytes()
+            .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let epoch = self.core.epoch(id).ok_or_else(|| {
+                WardError::InvalidInput(format!("this device is not in conversation {id}"))
+            })?;
+            let payload = self.core.encrypt(id, &content)?;
+            let item = OutboxItem {
+                client_message_id: cmid,
+                conversation_id: id,
+                kind: EnvelopeKind::Application,
+                epoch,
+                payload: payload.into(),
+                welcome: None,
+                add_users: Vec::new(),
+                remove_users: Vec::new(),
+                remove_devices: Vec::new(),
+                content: Some(content_bytes.clone().into()),
+            };
+            self.profile.data.outbox.push(item.clone());
+            self.save()?;
+            match self.post_item(&item).await {
+                Ok(resp) => {
+                    self.record_sent(&item, &resp);
+                    self.drop_outbox(cmid);
+                    self.save()?;
+                    return Ok(Sent {
+                        conversation_id: id,
+                        message_id: resp.message_id,
+                        seq: resp.seq,
+                    });
+                }
+                Err(e) if e.is(ErrorCode::EpochConflict) => {
+                    self.drop_outbox(cmid);
+                    self.save()?;
+                    self.sync_once().await?;
+                }
+                // Kept in the outbox: retried with the same id on the next sync.
+                Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => return Err(e),
+                Err(e) => {
+                    self.drop_outbox(cmid);
+                    self.save()?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(WardError::InvalidInput(
+            "the conversation kept changing; message not sent, try again".into(),
+        ))
+    }
+
+    async fn post_item(&self, item: &OutboxItem) -> Result<SendEnvelopeResponse, WardError> {
+        self.api
+            .post(
+                &format!("/v1/conversations/{}/envelopes", item.conversation_id),
+                &SendEnvelopeRequest {
+                    client_message_id: item.client_message_id,
+                    kind: item.kind,
+                    epoch: item.epoch,
+                    payload: item.payload.clone(),
+                    welcome: item.welcome.clone(),
+                    add_users: item.add_users.clone(),
+                    remove_users: item.remove_users.clone(),
+                    remove_devices: item.remove_devices.clone(),
+                },
+            )
+            .await
+    }
+
+    fn drop_outbox(&mut self, cmid: uuid::Uuid) {
+        self.profile
+            .data
+            .outbox
+            .retain(|i| i.client_message_id != cmid);
+    }
+
+    fn record_sent(&mut self, item: &OutboxItem, resp: &SendEnvelopeResponse) {
+        let Some(content) = item
+            .content
+            .as_ref()
+            .and_then(|c| MessageContent::from_bytes(c.as_slice()).ok())
+        else {
+            return;
+        };
+        if self
+            .profile
+            .data
+            .messages
+            .iter()
+            .any(|m| m.message_id == Some(resp.message_id))
+        {
+            return;
+        }
+        if let Some(name) = content
+            .extra
+            .get("conversation_name")
+            .and_then(|v| v.as_str())
+            && let Some(s) = self
+                .profile
+                .data
+                .conversations
+                .get_mut(&item.conversation_id)
+        {
+            s.name = Some(name.to_owned());
+        }
+        self.profile.data.messages.push(StoredMessage {
+            conversation_id: item.conversation_id,
+            message_id: Some(resp.message_id),
+            seq: Some(resp.seq),
+            client_message_id: Some(item.client_message_id),
+            sender: self.profile.data.username.clone(),
+            sender_device: self.profile.data.device_id,
+            sent_at: OffsetDateTime::now_utc(),
+            priority: content.priority.as_str().to_owned(),
+            text: text_of(&content),
+            outgoing: true,
+        });
+    }
+
+    /// Retry whatever a crash or a network failure left in the outbox.
+    async fn flush_outbox(&mut self) -> Result<(), WardError> {
+        let items = self.profile.data.outbox.clone();
+        for item in items {
+            match self.post_item(&item).await {
+                Ok(resp) => {
+                    if item.kind == EnvelopeKind::Commit
+                        && self.core.has_pending_commit(item.conversation_id)
+                    {
+                        self.core.merge_pending_commit(item.conversation_id)?;
+                    }
+                    self.record_sent(&item, &resp);
+                    self.drop_outbox(item.client_message_id);
+                    self.save()?;
+                }
+                Err(e) if e.is(ErrorCode::EpochConflict) => {
+                    self.drop_outbox(item.client_message_id);
+                    if item.kind == EnvelopeKind::Commit
+                        && self.core.has_pending_commit(item.conversation_id)
+                    {
+                        self.core.clear_pending_commit(item.conversation_id)?;
+                    }
+                    self.save()?;
+                    if let Some(c) = item
+                        .content
+                        .as_ref()
+                        .and_then(|c| MessageContent::from_bytes(c.as_slice()).ok())
+                    {
+                        self.sync_once().await?;
+                        self.send_content(item.conversation_id, c, item.client_message_id)
+                            .await?;
+                    }
+                }
+                Err(
+                    e
+                    @ (WardError::Transport(_) | WardError::Tls(_) | WardError::SessionExpired(_)),
+                ) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a queued write the server refused");
+                    if item.kind == EnvelopeKind::Commit
+                        && self.core.has_pending_commit(item.conversation_id)
+                    {
+                        self.core.clear_pending_commit(item.conversation_id)?;
+                    }
+                    self.drop_outbox(item.client_message_id);
+                    self.save()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pages of sync: process inbox items and envelopes, save, then acknowledge.
+    async fn sync_once(&mut self) -> Result<SyncReport, WardError> {
+        let mut report = SyncReport::default();
+        let stock = loop {
+            let page: SyncResponse = self.api.get(&format!("/v1/sync?limit={SYNC_PAGE}")).await?;
+            let mut inbox_seq = None;
+            for item in &page.inbox {
+                self.handle_inbox(item, &mut report).await?;
+                inbox_seq = Some(item.inbox_seq);
+            }
+            let mut cursors: BTreeMap<ConversationId, u64> = BTreeMap::new();
+            for env in &page.envelopes {
+                self.handle_envelope(env, &mut report);
+                let c = cursors.entry(env.conversation_id).or_default();
+                *c = (*c).max(env.seq);
+            }
+            self.save()?;
+            if inbox_seq.is_some() || !cursors.is_empty() {
+                self.api
+                    .post_empty(
+                        "/v1/sync/ack",
+                        &AckRequest {
+                            conversations: cursors
+                                .into_iter()
+                                .map(|(conversation_id, seq)| ConversationCursor {
+                                    conversation_id,
+                                    seq,
+                                })
+                                .collect(),
+                            inbox_seq,
+                        },
+                    )
+                    .await?;
+            }
+            if !page.more {
+                break page.key_packages;
+            }
+        };
+        self.top_up_key_packages(Some(stock)).await?;
+        Ok(report)
+    }
+
+    async fn handle_inbox(
+        &mut self,
+        item: &ward_proto::InboxItem,
+        report: &mut SyncReport,
+    ) -> Result<(), WardError> {
+        let id = item.conversation_id;
+        match item.kind {
+            InboxKind::Welcome => {
+                if self.core.has_group(id) && self.core.is_active(id) {
+                    return Ok(());
+                }
+                if self.core.has_group(id) {
+                    self.core.leave_group_state(id)?;
+                }
+                match self.core.join(id, item.payload.as_slice()) {
+                    Ok(_) => {
+                        let info: Option<ConversationInfo> =
+                            self.api.get(&format!("/v1/conversations/{id}")).await.ok();
+                        let me = self.profile.data.user_id;
+                        let kind = info.as_ref().map_or(ConversationKind::Group, |i| i.kind);
+                        let peer = info
+                            .as_ref()
+                            .filter(|i| i.kind == ConversationKind::Direct)
+                            .and_then(|i| {
+                                i.members
+                                    .iter()
+                                    .find(|m| m.user_id != me)
+                                    .map(|m| m.username.clone())
+                            });
+                        let name = self
+                            .profile
+                            .data
+                            .conversations
+                            .get(&id)
+                            .and_then(|s| s.name.clone());
+                        self.profile.data.conversations.insert(
+                            id,
+                            ConversationState {
+                                kind,
+                                name,
+                                peer,
+                                processed_seq: item.commit_seq,
+                                active: true,
+                            },
+                        );
+                    }
+                    Err(e) => self.warn(
+                        report,
+                        format!("refused an invitation to conversation {id}: {e}"),
+                    ),
+                }
+            }
+            InboxKind::Removed => {
+                if self.core.has_group(id) {
+                    self.core.leave_group_state(id)?;
+                }
+                if let Some(s) = self.profile.data.conversations.get_mut(&id) {
+                    s.active = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_envelope(&mut self, env: &ward_proto::Envelope, report: &mut SyncReport) {
+        let id = env.conversation_id;
+        let Some(state) = self.profile.data.conversations.get(&id) else {
+            return;
+        };
+        if env.seq <= state.processed_seq {
+            return;
+        }
+        if self.core.has_group(id) && self.core.is_active(id) {
+            match self.core.process(id, env.payload.as_slice()) {
+                Ok(Processed::Application { sender, content }) => {
+                    if let Some(name) = content
+                        .extra
+                        .get("conversation_name")
+                        .and_then(|v| v.as_str())
+                        && let Some(s) = self.profile.data.conversations.get_mut(&id)
+                    {
+                        s.name = Some(name.to_owned());
+                    }
+                    let m = StoredMessage {
+                        conversation_id: id,
+                        message_id: Some(env.message_id),
+                        seq: Some(env.seq),
+                        client_message_id: Some(env.client_message_id),
+                        sender: sender.username,
+                        sender_device: sender.device_id,
+                        sent_at: env.sent_at,
+                        priority: content.priority.as_str().to_owned(),
+                        text: text_of(&content),
+                        outgoing: false,
+                    };
+                    report.messages.push(m.clone());
+                    self.profile.data.messages.push(m);
+                }
+                Ok(Processed::Commit {
+                    self_removed: true, ..
+                }) => {
+                    let _ = self.core.leave_group_state(id);
+                    if let Some(s) = self.profile.data.conversations.get_mut(&id) {
+                        s.active = false;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.warn(
+                    report,
+                    format!(
+                        "could not read message {} (seq {}) in conversation {id}: {e}",
+                        env.message_id, env.seq
+                    ),
+                ),
+            }
+        }
+        if let Some(s) = self.profile.data.conversations.get_mut(&id) {
+            s.processed_seq = env.seq;
+        }
+    }
+
+    /// Keep one-time KeyPackages stocked and a last-resort one present.
+    async fn top_up_key_packages(
+        &mut self,
+        stock: Option<KeyPackageStock>,
+    ) -> Result<(), WardError> {
+        let stock = match stock {
+            Some(s) => s,
+            None => self.api.get("/v1/devices/me/key-packages").await?,
+        };
+        if !stock.low && stock.has_last_resort {
+            return Ok(());
+        }
+        let cs = self.profile.data.ciphersuite;
+        let n = KEY_PACKAGE_BATCH.saturating_sub(stock.remaining as usize);
+        let key_packages = self
+            .core
+            .generate_key_packages(n, cs)?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let last_resort = if stock.has_last_resort {
+            None
+        } else {
+            Some(self.core.last_resort_key_package(cs)?.into())
+        };
+        self.save()?;
+        let _: KeyPackageStock = self
+            .api
+            .post(
+                "/v1/devices/me/key-packages",
+                &UploadKeyPackagesRequest {
+                    key_packages,
+                    last_resort,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The next member online adds members' new devices and removes revoked ones.
+    async fn maintain_groups(&mut self) -> Result<Vec<String>, WardError> {
+        let mut warnings = Vec::new();
+        let revoked: RevocationList = self.api.get("/v1/revocations").await?;
+        self.core.set_revoked(revoked.revoked_devices.clone());
+        let ids: Vec<ConversationId> = self
+            .profile
+            .data
+            .conversations
+            .iter()
+            .filter(|(id, s)| s.active && self.core.has_group(**id) && self.core.is_active(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let in_group: Vec<DeviceId> =
+                self.core.members(id).iter().map(|c| c.device_id).collect();
+            let stale: Vec<DeviceId> = in_group
+                .iter()
+                .copied()
+                .filter(|d| revoked.revoked_devices.contains(d))
+                .collect();
+            if !stale.is_empty()
+                && let Err(e) = self
+                    .commit(id, Vec::new(), Vec::new(), |core| {
+                        core.remove_devices(id, &stale).map(Some)
+                    })
+                    .await
+            {
+                warnings.push(format!("could not remove revoked devices from {id}: {e}"));
+            }
+            let info: ConversationInfo =
+                match self.api.get(&format!("/v1/conversations/{id}")).await {
+                    Ok(i) => i,
+                    Err(e) if e.is(ErrorCode::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+            for member in info.members {
+                let entry: DirectoryEntry = match self
+                    .api
+                    .get(&format!("/v1/users/{}", member.username))
+                    .await
+                {
+                    Ok(e) => e,
+                    Err(e) if e.is(ErrorCode::Forbidden) || e.is(ErrorCode::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                let missing: Vec<DeviceId> = entry
+                    .devices
+                    .iter()
+                    .map(|d| d.device_id)
+                    .filter(|d| {
+                        !self.core.members(id).iter().any(|m| m.device_id == *d)
+                            && !revoked.revoked_devices.contains(d)
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                let claimed = match self
+                    .api
+                    .post::<_, ClaimKeyPackagesResponse>(
+                        &format!("/v1/users/{}/key-packages/claim", member.username),
+                        &ClaimKeyPackagesRequest { devices: missing },
+                    )
+                    .await
+                {
+                    Ok(r) => r.key_packages,
+                    Err(e) if e.is(ErrorCode::NoKeyPackage) || e.is(ErrorCode::Forbidden) => {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Err(e) = self.commit_adding(id, claimed, Vec::new()).await {
+                    warnings.push(format!(
+                        "could not add {}'s new device to {id}: {e}",
+                        member.username
+                    ));
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// The direct conversation with `peer`, created (and the peer added) on first use.
+    async fn direct_conversation(&mut self, peer: &Username) -> Result<ConversationId, WardError> {
+        if *peer == self.profile.data.username {
+            return Err(WardError::InvalidInput(
+                "cannot start a direct conversation with yourself".into(),
+            ));
+        }
+        if let Some((id, _)) = self.profile.data.conversations.iter().find(|(id, s)| {
+            s.kind == ConversationKind::Direct
+                && s.peer.as_ref() == Some(peer)
+                && s.active
+                && self.core.has_group(**id)
+        }) {
+            return Ok(*id);
+        }
+        let (claimed, users) = self.claim_for(std::slice::from_ref(peer)).await?;
+        let info: ConversationInfo = match self
+            .api
+            .post(
+                "/v1/conversations",
+                &CreateConversationRequest {
+                    kind: ConversationKind::Direct,
+                    ciphersuite: self.profile.data.ciphersuite,
+                    peer: Some(peer.clone()),
+                },
+            )
+            .await
+        {
+            Ok(i) => i,
+            Err(WardError::Api {
+                code: ErrorCode::Conflict,
+                message,
+                ..
+            }) => {
+                return Err(WardError::InvalidInput(format!(
+                    "{message}; this device is not in it yet — a member adds your new devices automatically, run `ward sync` shortly"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let id = info.conversation_id;
+        self.core.create_group(id, info.ciphersuite)?;
+        self.profile.data.conversations.insert(
+            id,
+            ConversationState {
+                kind: ConversationKind::Direct,
+                name: None,
+                peer: Some(peer.clone()),
+                processed_seq: 0,
+                active: true,
+            },
+        );
+        self.save()?;
+        self.commit_adding(id, claimed, users).await?;
+        Ok(id)
+    }
+}
+
+fn text_of(content: &MessageContent) -> String {
+    match &content.body {
+        Body::Text { text } => text.clone(),
+        _ => "[a message this version cannot show; update Ward]".to_owned(),
+    }
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -1,0 +1,469 @@
+//! Client commands: enroll, login, send, sync, conversations, groups, receipts.
+//!
+//! Secrets never come from argv: the profile passphrase from `WARD_PASSPHRASE`, the password
+//! from `WARD_PASSWORD`, the TOTP code from `WARD_TOTP`, the enrollment code from
+//! `WARD_ENROLLMENT_CODE`, or a prompt without echo.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use ward_client::{EnrollParams, StoredMessage, Target, WardClient};
+use ward_core::Priority;
+use ward_proto::{ConversationId, MessageId, Username};
+
+/// `ward enroll`.
+#[derive(Args)]
+pub struct EnrollArgs {
+    /// Server URL, e.g. https://ward.hospital.example:8443.
+    #[arg(long)]
+    server: String,
+    /// The server's CA certificate (PEM), e.g. ward-data/tls/ca.pem.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Expected SHA-256 fingerprint of that CA (as `ward serve` prints it).
+    #[arg(long, value_name = "FINGERPRINT")]
+    ca_fingerprint: Option<String>,
+    /// Your username.
+    #[arg(long)]
+    username: String,
+    /// A name for this device.
+    #[arg(long, default_value = "ward cli")]
+    device_name: String,
+}
+
+/// `ward send`.
+#[derive(Args)]
+pub struct SendArgs {
+    /// Recipient's username (direct conversation).
+    #[arg(long, conflicts_with = "conversation")]
+    to: Option<String>,
+    /// Conversation id.
+    #[arg(long)]
+    conversation: Option<String>,
+    /// routine, urgent or stat.
+    #[arg(long, default_value = "routine")]
+    priority: String,
+    /// The text (read from stdin when absent).
+    text: Option<String>,
+}
+
+/// `ward sync`.
+#[derive(Args)]
+pub struct SyncArgs {
+    /// Keep running and print messages as they arrive.
+    #[arg(long)]
+    follow: bool,
+}
+
+/// `ward group …`.
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// Create a group.
+    Create {
+        /// Group name.
+        #[arg(long)]
+        name: String,
+        /// Members (usernames).
+        #[arg(long = "member", required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+    /// Add members.
+    Add {
+        /// Conversation id.
+        #[arg(long)]
+        conversation: String,
+        /// Members to add.
+        #[arg(long = "member", required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+    /// Remove members.
+    Remove {
+        /// Conversation id.
+        #[arg(long)]
+        conversation: String,
+        /// Members to remove.
+        #[arg(long = "member", required = true, num_args = 1..)]
+        members: Vec<String>,
+    },
+}
+
+/// The profile directory: `--profile`, `WARD_PROFILE`, or `~/.ward`.
+pub fn profile_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("WARD_PROFILE").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ward")))
+        .unwrap_or_else(|| PathBuf::from("ward-profile"))
+}
+
+fn secret(var: &str, prompt: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(v);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{var} is not set and there is no terminal to ask ({prompt})");
+    }
+    rpassword::prompt_password(format!("{prompt}: "))
+        .with_context(|| format!("could not read {prompt}"))
+}
+
+fn open(dir: &Path) -> anyhow::Result<WardClient> {
+    let passphrase = secret("WARD_PASSPHRASE", "profile passphrase")?;
+    Ok(WardClient::open(dir, &passphrase)?)
+}
+
+fn username(s: &str) -> anyhow::Result<Username> {
+    Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn conversation(s: &str) -> anyhow::Result<ConversationId> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a conversation id (a UUID)"))
+}
+
+fn priority(s: &str) -> anyhow::Result<Priority> {
+    match s {
+        "routine" => Ok(Priority::Routine),
+        "urgent" => Ok(Priority::Urgent),
+        "stat" => Ok(Priority::Stat),
+        other => bail!("priority {other:?} is not one of routine, urgent, stat"),
+    }
+}
+
+/// `ward enroll`.
+pub async fn enroll(dir: &Path, args: EnrollArgs, json: bool) -> anyhow::Result<()> {
+    let ca_path = args
+        .ca_cert
+        .context("--ca-cert FILE is required: the server's CA certificate (ward-data/tls/ca.pem on the server)")?;
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("cannot read {}", ca_path.display()))?;
+    if let Some(expected) = &args.ca_fingerprint {
+        let actual = ward_client::ca_fingerprint(&ca_pem)?;
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            bail!(
+                "the CA certificate's fingerprint is {actual}, not the expected {expected}; do not trust it"
+            );
+        }
+    }
+    let username = username(&args.username)?;
+    let code = secret("WARD_ENROLLMENT_CODE", "enrollment code")?;
+    let password = secret("WARD_PASSWORD", "new password (12 characters or more)")?;
+    let passphrase = secret(
+        "WARD_PASSPHRASE",
+        "passphrase to protect this device's profile",
+    )?;
+    let (client, enrolled) = WardClient::enroll(EnrollParams {
+        profile_dir: dir,
+        passphrase: &passphrase,
+        server_url: &args.server,
+        ca_pem: &ca_pem,
+        username,
+        enrollment_code: &code,
+        password: &password,
+        device_name: &args.device_name,
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string(&enrolled)?);
+    } else {
+        println!(
+            "Enrolled {} on device {}.",
+            client.username(),
+            enrolled.device_id
+        );
+        println!("Add this to your authenticator app (you need it to log in):");
+        println!("  secret: {}", enrolled.totp_secret);
+        println!("  {}", enrolled.otpauth_uri);
+        println!("Profile: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `ward login`: renew the session of this profile's device, or, with `--server`, register
+/// a new device of an enrolled account into a new profile.
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Register this machine as a new device: the server URL.
+    #[arg(long, requires_all = ["username"])]
+    server: Option<String>,
+    /// With --server: the server's CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// With --server: your username.
+    #[arg(long)]
+    username: Option<String>,
+    /// With --server: a name for this device.
+    #[arg(long, default_value = "ward cli")]
+    device_name: String,
+}
+
+/// `ward login`.
+pub async fn login(dir: &Path, args: LoginArgs, json: bool) -> anyhow::Result<()> {
+    if let (Some(server), Some(user)) = (&args.server, &args.username) {
+        let ca_path = args
+            .ca_cert
+            .as_ref()
+            .context("--ca-cert FILE is required with --server")?;
+        let ca_pem = std::fs::read_to_string(ca_path)
+            .with_context(|| format!("cannot read {}", ca_path.display()))?;
+        let password = secret("WARD_PASSWORD", "password")?;
+        let totp = secret("WARD_TOTP", "authenticator code")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let passphrase = secret(
+            "WARD_PASSPHRASE",
+            "passphrase to protect this device's profile",
+        )?;
+        let client = WardClient::register_device(
+            EnrollParams {
+                profile_dir: dir,
+                passphrase: &passphrase,
+                server_url: server,
+                ca_pem: &ca_pem,
+                username: username(user)?,
+                enrollment_code: "",
+                password: &password,
+                device_name: &args.device_name,
+            },
+            totp,
+        )
+        .await?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"username": client.username(), "device_id": client.device_id()})
+            );
+        } else {
+            println!(
+                "Registered device {} for {}; members add it to your conversations when they next sync.",
+                client.device_id(),
+                client.username()
+            );
+        }
+        return Ok(());
+    }
+    let mut client = open(dir)?;
+    let password = secret("WARD_PASSWORD", "password")?;
+    let totp = secret("WARD_TOTP", "authenticator code")
+        .ok()
+        .filter(|t| !t.is_empty());
+    client.login(&password, totp).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"username": client.username(), "device_id": client.device_id()})
+        );
+    } else {
+        println!(
+            "Logged in as {} on device {}.",
+            client.username(),
+            client.device_id()
+        );
+    }
+    Ok(())
+}
+
+/// `ward send`.
+pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> {
+    let target = match (&args.to, &args.conversation) {
+        (Some(u), None) => Target::User(username(u)?),
+        (None, Some(c)) => Target::Conversation(conversation(c)?),
+        _ => bail!("give --to USERNAME or --conversation ID"),
+    };
+    let priority = priority(&args.priority)?;
+    let text = match args.text {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("could not read the message from stdin")?;
+            t.trim_end_matches('\n').to_owned()
+        }
+    };
+    if text.trim().is_empty() {
+        bail!("the message is empty");
+    }
+    let mut client = open(dir)?;
+    let sent = client.send_text(target, &text, priority).await?;
+    if json {
+        println!("{}", serde_json::to_string(&sent)?);
+    } else {
+        println!(
+            "Sent message {} (seq {}) in conversation {}.",
+            sent.message_id, sent.seq, sent.conversation_id
+        );
+    }
+    Ok(())
+}
+
+fn print_message(m: &StoredMessage, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "conversation_id": m.conversation_id, "message_id": m.message_id, "seq": m.seq,
+                "sender": m.sender, "sent_at": m.sent_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "priority": m.priority, "text": m.text,
+            })
+        );
+    } else {
+        let flag = if m.priority == "routine" {
+            String::new()
+        } else {
+            format!("[{}] ", m.priority.to_uppercase())
+        };
+        println!(
+            "{} {flag}{}: {}  ({} #{})",
+            m.sent_at,
+            m.sender,
+            m.text,
+            m.conversation_id,
+            m.seq.unwrap_or(0)
+        );
+    }
+}
+
+/// `ward sync`.
+pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    if args.follow {
+        client.follow(|m| print_message(m, json)).await?;
+        return Ok(());
+    }
+    let report = client.sync().await?;
+    for m in &report.messages {
+        print_message(m, json);
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.messages.is_empty() && !json {
+        println!("No new messages.");
+    }
+    Ok(())
+}
+
+/// `ward conversations`.
+pub async fn conversations(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    let list = client.conversations().await?;
+    if json {
+        println!("{}", serde_json::json!({ "conversations": list }));
+    } else if list.is_empty() {
+        println!("No conversations.");
+    } else {
+        for c in list {
+            let members: Vec<String> = c.members.iter().map(ToString::to_string).collect();
+            println!(
+                "{}\t{:?}\t{}\t{}",
+                c.conversation_id,
+                c.kind,
+                c.name.unwrap_or_default(),
+                members.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `ward group …`.
+pub async fn group(dir: &Path, cmd: GroupCommand, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    let names = |v: &[String]| {
+        v.iter()
+            .map(|m| username(m))
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    match cmd {
+        GroupCommand::Create { name, members } => {
+            let id = client.create_group(&name, &names(&members)?).await?;
+            if json {
+                println!("{}", serde_json::json!({"conversation_id": id}));
+            } else {
+                println!("Created group {name:?}: {id}");
+            }
+        }
+        GroupCommand::Add {
+            conversation: c,
+            members,
+        } => {
+            client
+                .add_members(conversation(&c)?, &names(&members)?)
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"conversation_id": c, "added": members})
+                );
+            } else {
+                println!("Added {}.", members.join(", "));
+            }
+        }
+        GroupCommand::Remove {
+            conversation: c,
+            members,
+        } => {
+            client
+                .remove_members(conversation(&c)?, &names(&members)?)
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"conversation_id": c, "removed": members})
+                );
+            } else {
+                println!("Removed {}.", members.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn message_id(s: &str) -> anyhow::Result<MessageId> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a message id (a UUID)"))
+}
+
+/// `ward read`.
+pub async fn read(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    let id = message_id(id)?;
+    client.mark_read(id).await?;
+    if json {
+        println!("{}", serde_json::json!({"message_id": id, "read": true}));
+    } else {
+        println!("Marked {id} as read.");
+    }
+    Ok(())
+}
+
+/// `ward status`.
+pub async fn status(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    let st = client.status(message_id(id)?).await?;
+    if json {
+        println!("{}", serde_json::to_string(&st)?);
+    } else {
+        println!("Message {} (seq {}):", st.message_id, st.seq);
+        for r in st.recipients {
+            let state = if r.read_at.is_some() {
+                "read"
+            } else if r.delivered_at.is_some() {
+                "delivered"
+            } else {
+                "sent"
+            };
+            println!(
+                "  device {} of {}: {state}{}",
+                r.device_id,
+                r.user_id,
+                r.read_at
+                    .or(r.delivered_at)
+                    .map(|t| format!(" at {t}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
