@@ -322,3 +322,197 @@ fn plain_http_is_refused_off_loopback_and_bad_flags_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a device id"));
 }
+
+/// Run a client command with secrets in the environment (never argv).
+fn client(profile: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let mut c = ward();
+    c.arg("--profile").arg(profile).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn json_of(s: &str) -> Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The README walkthrough, as a newcomer would paste it: two users enroll with the CLI,
+/// message each other, see receipts, make a group. Secrets come from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_walkthrough_with_the_client_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ward-data");
+    let server = Server::start(&data);
+    let ca = data.join("tls/ca.pem");
+    let ca = ca.to_str().unwrap();
+    let fingerprint = {
+        let pem = std::fs::read_to_string(ca).unwrap();
+        ward_client::ca_fingerprint(&pem).unwrap()
+    };
+    let mut profiles = Vec::new();
+    for (user, role) in [
+        ("alice", "physician"),
+        ("bob", "nurse"),
+        ("carol", "pharmacist"),
+    ] {
+        let (ok, created, err) = admin_json(&data, &["user", "add", user, "--role", role]);
+        assert!(ok, "{err}");
+        let code = created["enrollment_code"].as_str().unwrap().to_owned();
+        let profile = dir.path().join(format!("{user}-profile"));
+        let env = [
+            ("WARD_ENROLLMENT_CODE", code.as_str()),
+            ("WARD_PASSWORD", PASSWORD),
+            ("WARD_PASSPHRASE", "a passphrase for the profile"),
+        ];
+        let (ok, out, err) = client(
+            &profile,
+            &env,
+            &[
+                "--json",
+                "enroll",
+                "--server",
+                &server.url,
+                "--ca-cert",
+                ca,
+                "--ca-fingerprint",
+                &fingerprint,
+                "--username",
+                user,
+            ],
+        );
+        assert!(ok, "enroll {user}: {err}");
+        let v = json_of(&out);
+        for key in ["device_id", "totp_secret", "otpauth_uri"] {
+            assert!(v[key].is_string(), "enroll JSON has {key}: {v}");
+        }
+        profiles.push(profile);
+    }
+    let env = [("WARD_PASSPHRASE", "a passphrase for the profile")];
+    let (alice, bob, carol) = (&profiles[0], &profiles[1], &profiles[2]);
+
+    let (ok, out, err) = client(
+        alice,
+        &env,
+        &[
+            "--json",
+            "send",
+            "--to",
+            "bob",
+            "--priority",
+            "stat",
+            "Trop I 2.1, please call",
+        ],
+    );
+    assert!(ok, "{err}");
+    let sent = json_of(&out);
+    for key in ["conversation_id", "message_id", "seq"] {
+        assert!(!sent[key].is_null(), "send JSON has {key}: {sent}");
+    }
+    let (ok, out, err) = client(bob, &env, &["--json", "sync"]);
+    assert!(ok, "{err}");
+    let line = json_of(out.lines().next().unwrap());
+    assert_eq!(line["text"], "Trop I 2.1, please call");
+    assert_eq!(line["sender"], "alice");
+    assert_eq!(line["priority"], "stat");
+    for key in ["conversation_id", "message_id", "seq", "sent_at"] {
+        assert!(!line[key].is_null(), "sync JSON has {key}: {line}");
+    }
+    let id = sent["message_id"].as_str().unwrap();
+    let (ok, _, err) = client(bob, &env, &["read", id]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = client(alice, &env, &["--json", "status", id]);
+    assert!(ok, "{err}");
+    let status = json_of(&out);
+    assert!(
+        status["recipients"][0]["delivered_at"].is_string(),
+        "{status}"
+    );
+    assert!(status["recipients"][0]["read_at"].is_string(), "{status}");
+
+    // A group, and a message from stdin.
+    let (ok, out, err) = client(
+        alice,
+        &env,
+        &[
+            "--json", "group", "create", "--name", "Cath lab", "--member", "bob", "--member",
+            "carol",
+        ],
+    );
+    assert!(ok, "{err}");
+    let group = json_of(&out)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut c = ward();
+    c.arg("--profile")
+        .arg(carol)
+        .args(["send", "--conversation", &group])
+        .env("WARD_PASSPHRASE", env[0].1);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // Carol is not in the group until she syncs the Welcome: she must be told so.
+        stdin.write_all(b"table ready").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in conversation"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(client(carol, &env, &["sync"]).0);
+    let (ok, _, err) = client(
+        carol,
+        &env,
+        &["send", "--conversation", &group, "table ready"],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, _) = client(bob, &env, &["--json", "sync"]);
+    assert!(ok);
+    assert!(
+        out.lines().any(|l| json_of(l)["text"] == "table ready"),
+        "{out}"
+    );
+    let (ok, out, _) = client(bob, &env, &["--json", "conversations"]);
+    assert!(ok);
+    let convs = json_of(&out);
+    assert!(
+        convs["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "Cath lab"),
+        "{convs}"
+    );
+
+    // Bad input is named; a wrong passphrase changes nothing.
+    let (ok, _, err) = client(bob, &[("WARD_PASSPHRASE", "wrong passphrase!")], &["sync"]);
+    assert!(!ok && err.contains("wrong passphrase"), "{err}");
+    let (ok, _, err) = client(
+        bob,
+        &env,
+        &["send", "--to", "bob", "--priority", "whenever", "x"],
+    );
+    assert!(!ok && err.contains("priority"), "{err}");
+    let (ok, _, err) = client(bob, &env, &["send", "--to", "nobody-here", "x"]);
+    assert!(!ok && err.contains("nobody-here"), "{err}");
+    let (ok, _, err) = client(bob, &[], &["sync"]);
+    assert!(
+        !ok && err.contains("WARD_PASSPHRASE"),
+        "no terminal, no env: {err}"
+    );
+    server.stop();
+}
