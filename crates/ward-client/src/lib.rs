@@ -109,8 +109,8 @@ pub struct Sent {
     pub seq: u64,
 }
 
-/// What enrollment returns to show the user once.
-#[derive(Clone, Debug, serde::Serialize)]
+/// What enrollment returns to show the user once. `Debug` omits the TOTP secret.
+#[derive(Clone, serde::Serialize)]
 pub struct Enrolled {
     /// The account.
     pub user_id: UserId,
@@ -120,6 +120,15 @@ pub struct Enrolled {
     pub totp_secret: String,
     /// The same as an `otpauth://` URI.
     pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Result of a sync.
@@ -922,6 +931,13 @@ impl WardClient {
                         && self.core.has_pending_commit(item.conversation_id)
                     {
                         self.core.clear_pending_commit(item.conversation_id)?;
+                        let w = format!(
+                            "a queued membership change in conversation {} lost its epoch \
+                             and was dropped; repeat it if it is still needed",
+                            item.conversation_id
+                        );
+                        tracing::warn!("{w}");
+                        self.profile.data.warnings.push(w);
                     }
                     self.save()?;
                     if let Some(c) = item
@@ -1102,13 +1118,18 @@ impl WardClient {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => self.warn(
-                    report,
-                    format!(
-                        "could not read message {} (seq {}) in conversation {id}: {e}",
+                Err(e) => {
+                    // Decoding errors of decrypted content can quote it: never log them.
+                    let why = match e {
+                        CoreError::Content(_) => "its decrypted content is malformed".to_owned(),
+                        other => other.to_string(),
+                    };
+                    let w = format!(
+                        "could not read message {} (seq {}) in conversation {id}: {why}",
                         env.message_id, env.seq
-                    ),
-                ),
+                    );
+                    self.warn(report, w);
+                }
             }
         }
         if let Some(s) = self.profile.data.conversations.get_mut(&id) {

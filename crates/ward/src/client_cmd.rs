@@ -130,6 +130,18 @@ fn priority(s: &str) -> anyhow::Result<Priority> {
     }
 }
 
+fn check_fingerprint(ca_pem: &str, expected: Option<&str>) -> anyhow::Result<()> {
+    if let Some(expected) = expected {
+        let actual = ward_client::ca_fingerprint(ca_pem)?;
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            bail!(
+                "the CA certificate's fingerprint is {actual}, not the expected {expected}; do not trust it"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `ward enroll`.
 pub async fn enroll(dir: &Path, args: EnrollArgs, json: bool) -> anyhow::Result<()> {
     let ca_path = args
@@ -137,14 +149,7 @@ pub async fn enroll(dir: &Path, args: EnrollArgs, json: bool) -> anyhow::Result<
         .context("--ca-cert FILE is required: the server's CA certificate (ward-data/tls/ca.pem on the server)")?;
     let ca_pem = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("cannot read {}", ca_path.display()))?;
-    if let Some(expected) = &args.ca_fingerprint {
-        let actual = ward_client::ca_fingerprint(&ca_pem)?;
-        if !actual.eq_ignore_ascii_case(expected.trim()) {
-            bail!(
-                "the CA certificate's fingerprint is {actual}, not the expected {expected}; do not trust it"
-            );
-        }
-    }
+    check_fingerprint(&ca_pem, args.ca_fingerprint.as_deref())?;
     let username = username(&args.username)?;
     let code = secret("WARD_ENROLLMENT_CODE", "enrollment code")?;
     let password = secret("WARD_PASSWORD", "new password (12 characters or more)")?;
@@ -189,6 +194,9 @@ pub struct LoginArgs {
     /// With --server: the server's CA certificate (PEM).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// With --server: expected SHA-256 fingerprint of that CA.
+    #[arg(long, value_name = "FINGERPRINT")]
+    ca_fingerprint: Option<String>,
     /// With --server: your username.
     #[arg(long)]
     username: Option<String>,
@@ -206,6 +214,7 @@ pub async fn login(dir: &Path, args: LoginArgs, json: bool) -> anyhow::Result<()
             .context("--ca-cert FILE is required with --server")?;
         let ca_pem = std::fs::read_to_string(ca_path)
             .with_context(|| format!("cannot read {}", ca_path.display()))?;
+        check_fingerprint(&ca_pem, args.ca_fingerprint.as_deref())?;
         let password = secret("WARD_PASSWORD", "password")?;
         let totp = secret("WARD_TOTP", "authenticator code")
             .ok()
