@@ -15,6 +15,7 @@
 mod client;
 pub mod content;
 mod credential;
+pub mod dlp;
 mod error;
 mod identity;
 mod provider;

@@ -32,6 +32,8 @@ pub struct Config {
     pub limits: Limits,
     /// Serve `/metrics` to every client, not only loopback and admin sessions.
     pub metrics_public: bool,
+    /// Cross-node fan-out over NATS; `None` for a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// How the listener is secured.
@@ -98,6 +100,18 @@ pub struct RawConfig {
     pub limits: Limits,
     /// See [`Config::metrics_public`].
     pub metrics_public: bool,
+    /// Cluster settings.
+    pub cluster: RawCluster,
+}
+
+/// `[cluster]` as written: several nodes over one PostgreSQL and one NATS.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCluster {
+    /// `nats://host:port` (or a comma-separated list); unset runs a single node.
+    pub nats_url: Option<String>,
+    /// NATS subject for cross-node events (default `ward.events`).
+    pub subject: Option<String>,
 }
 
 /// TLS settings as written.
@@ -137,6 +151,7 @@ const SERVER_ENV_KEYS: &[&str] = &[
     "tls",
     "limits",
     "metrics_public",
+    "cluster",
 ];
 /// Other `WARD_*` variables Ward reads elsewhere (secrets, client, logging, tests).
 const OTHER_ENV_KEYS: &[&str] = &[
@@ -150,6 +165,7 @@ const OTHER_ENV_KEYS: &[&str] = &[
     "log_format",
     "test_postgres_url",
     "test_postgres",
+    "test_nats_url",
     "journal_passphrase",
 ];
 
@@ -254,7 +270,16 @@ impl Config {
         if l.max_connections == 0 {
             bail!("limits.max_connections must be positive");
         }
+        let cluster = match (raw.cluster.nats_url, raw.cluster.subject) {
+            (Some(url), subject) => Some(crate::cluster::ClusterConfig::new(
+                &url,
+                subject.as_deref(),
+            )?),
+            (None, Some(_)) => bail!("cluster.subject needs cluster.nats_url"),
+            (None, None) => None,
+        };
         Ok(Config {
+            cluster,
             master_key_file: raw
                 .master_key_file
                 .unwrap_or_else(|| data_dir.join("master.key")),
@@ -334,6 +359,34 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ward.example.toml");
         let raw: RawConfig = Figment::from(Toml::file(&path)).extract().unwrap();
         Config::validate(raw, Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn cluster_section() {
+        let parse = |toml: &str| {
+            let raw: RawConfig = Figment::from(Toml::string(toml)).extract().unwrap();
+            Config::validate(raw, Overrides::default())
+        };
+        assert!(
+            parse("").unwrap().cluster.is_none(),
+            "single node by default"
+        );
+        assert!(parse("[cluster]\n").unwrap().cluster.is_none());
+        let c = parse("[cluster]\nnats_url = \"nats://127.0.0.1:4222\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.servers, ["nats://127.0.0.1:4222"]);
+        assert_eq!(c.subject, crate::cluster::DEFAULT_SUBJECT);
+        let e = parse("[cluster]\nnats_url = \"http://127.0.0.1:4222\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.nats_url"), "{e}");
+        let e = parse("[cluster]\nsubject = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster.nats_url"), "{e}");
+        assert!(SERVER_ENV_KEYS.contains(&"cluster"));
     }
 
     #[test]

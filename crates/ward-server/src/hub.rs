@@ -4,14 +4,21 @@
 //! connection. Queues are bounded: a connection that falls `QUEUE_DEPTH` events behind is
 //! dropped, and its client catches up through cursor-based sync after reconnecting, so a slow
 //! phone never holds memory hostage and nothing acknowledged is lost (the store has it).
+//!
+//! With a cluster attached ([`crate::cluster`]), every [`Hub::publish`] and [`Hub::end_device`]
+//! is also handed, without waiting, to the cluster publisher so the other nodes push it to
+//! *their* connections; what arrives from other nodes is delivered here with the `*_local`
+//! methods, which never forward again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use ward_proto::{DeviceId, ServerEvent};
+
+use crate::cluster::{Outbound, OutboundKind};
 
 /// Events buffered per connection before it is considered too slow.
 pub const QUEUE_DEPTH: usize = 1024;
@@ -25,6 +32,7 @@ pub struct Hub {
     connections: Mutex<HashMap<DeviceId, Vec<(u64, Sender)>>>,
     next_id: AtomicU64,
     dropped_slow: AtomicU64,
+    cluster: OnceLock<Outbound>,
 }
 
 /// A subscription; unsubscribes when dropped.
@@ -56,18 +64,48 @@ impl Hub {
         }
     }
 
-    /// Serialise `event` once and queue it for every connection of every device in `to`.
+    /// Forward every later publish to the other nodes through `outbound` (once, at start).
+    /// Returns `false` if a cluster was already attached.
+    pub fn attach_cluster(&self, outbound: Outbound) -> bool {
+        self.cluster.set(outbound).is_ok()
+    }
+
+    /// Serialise `event` once and queue it for every connection of every device in `to`, on
+    /// this node and (with a cluster) on the others.
     pub fn publish(&self, to: &[DeviceId], event: &ServerEvent) {
         if to.is_empty() {
             return;
         }
-        let text: Utf8Bytes = match serde_json::to_string(event) {
-            Ok(s) => s.into(),
-            Err(e) => {
-                tracing::error!(error = %e, "could not serialise an event");
-                return;
-            }
+        let Some(text) = serialise(event) else {
+            return;
         };
+        self.deliver_local(to, &text);
+        if let Some(cluster) = self.cluster.get() {
+            let reference = match event {
+                ServerEvent::Envelope(e) => Some((e.conversation_id, e.seq)),
+                _ => None,
+            };
+            cluster.forward(OutboundKind::Event, to, text, reference);
+        }
+    }
+
+    /// Tell every connection of `device` its session ended, then drop them (on every node).
+    pub fn end_device(&self, device: DeviceId, reason: &str) {
+        let Some(text) = serialise(&ServerEvent::SessionEnded {
+            reason: reason.to_owned(),
+        }) else {
+            // Still close the connections: the socket must not outlive the session.
+            self.drop_local(&[device]);
+            return;
+        };
+        self.end_local(&[device], &text);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forward(OutboundKind::End, &[device], text, None);
+        }
+    }
+
+    /// Queue already serialised `text` for the connections of `to` on this node only.
+    pub fn deliver_local(&self, to: &[DeviceId], text: &Utf8Bytes) {
         let mut map = self.lock();
         for device in to {
             if let Some(conns) = map.get_mut(device) {
@@ -87,15 +125,25 @@ impl Hub {
         }
     }
 
-    /// Tell every connection of `device` its session ended, then drop them.
-    pub fn end_device(&self, device: DeviceId, reason: &str) {
-        self.publish(
-            &[device],
-            &ServerEvent::SessionEnded {
-                reason: reason.to_owned(),
-            },
-        );
-        self.lock().remove(&device);
+    /// Queue `text` (a `session_ended` event) for the connections of `to` on this node, then
+    /// drop them.
+    pub fn end_local(&self, to: &[DeviceId], text: &Utf8Bytes) {
+        self.deliver_local(to, text);
+        self.drop_local(to);
+    }
+
+    /// Drop the connections of `to` on this node without a final event: each client sees its
+    /// socket close, reconnects and catches up by sync.
+    pub fn drop_local(&self, to: &[DeviceId]) {
+        let mut map = self.lock();
+        for device in to {
+            map.remove(device);
+        }
+    }
+
+    /// Whether `device` has a live connection on this node.
+    pub fn is_connected(&self, device: DeviceId) -> bool {
+        self.lock().contains_key(&device)
     }
 
     /// Devices with a live connection on this node.
@@ -120,6 +168,16 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<(u64, Sender)>>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn serialise(event: &ServerEvent) -> Option<Utf8Bytes> {
+    match serde_json::to_string(event) {
+        Ok(s) => Some(s.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialise an event");
+            None
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -147,6 +148,12 @@ pub async fn start_with_clock(
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Joined last, so a failed start leaves no cluster tasks behind; before serving, so every
+    // event of this node reaches the others.
+    let cluster = match &config.cluster {
+        Some(c) => Some(cluster::Cluster::start(c, &services).await?),
+        None => None,
+    };
     let app = http::router(services.clone(), &config.limits);
     let limits = listener::ServeLimits {
         max_connections: config.limits.max_connections,
@@ -157,6 +164,9 @@ pub async fn start_with_clock(
         let ticker = tokio::spawn(background_jobs(svc.clone()));
         let result = listener::serve(listener, tls_config, app, limits, shutdown).await;
         ticker.abort();
+        if let Some(cluster) = cluster {
+            cluster.shutdown().await;
+        }
         // A checkpoint at shutdown pins the audit head, so truncation while stopped is caught.
         if let Err(e) = svc.audit.checkpoint().await {
             tracing::warn!(error = %e, "final audit checkpoint failed");

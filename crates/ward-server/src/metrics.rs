@@ -44,6 +44,8 @@ pub struct Metrics {
     pub websockets: Gauge,
     /// Requests refused by the rate limiter.
     pub rate_limited: Counter,
+    /// Cross-node fan-out counters (zero on a single node).
+    pub cluster: crate::cluster::ClusterMetrics,
 }
 
 impl Default for Metrics {
@@ -56,6 +58,7 @@ impl Default for Metrics {
             logins: Family::default(),
             websockets: Gauge::default(),
             rate_limited: Counter::default(),
+            cluster: crate::cluster::ClusterMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -84,6 +87,7 @@ impl Default for Metrics {
             "Requests refused by the rate limiter",
             m.rate_limited.clone(),
         );
+        m.cluster.register(&mut registry);
         Metrics { registry, ..m }
     }
 }

@@ -79,6 +79,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// Audit log.
     pub audit: AuditLog,
+    /// Link to the other nodes, when `[cluster]` is configured (set once at start).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     org: RwLock<Organisation>,
     metrics_public: std::sync::atomic::AtomicBool,
 }
@@ -108,6 +110,7 @@ impl Services {
             hub: Hub::default(),
             metrics: Metrics::default(),
             audit,
+            cluster: std::sync::OnceLock::new(),
             org: RwLock::new(org),
             metrics_public: false.into(),
         }))
