@@ -619,6 +619,52 @@ pub struct AuditVerifyReport {
     pub problem: Option<String>,
 }
 
+/// The organisation's session and security policy (`GET /v1/admin/policy`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyInfo {
+    /// A TOTP second factor is required at login.
+    pub mfa_required: bool,
+    /// Seconds without a request before a session ends (automatic logoff).
+    pub idle_timeout_secs: u64,
+    /// Seconds after login before a session ends regardless of activity.
+    pub absolute_timeout_secs: u64,
+    /// Lifetime of enrollment codes, seconds.
+    pub enrollment_ttl_secs: u64,
+    /// Failed logins before the account locks.
+    pub max_failed_logins: u32,
+    /// How long a lock lasts, seconds.
+    pub lockout_secs: u64,
+    /// Allowed MLS ciphersuites, default first.
+    pub ciphersuites: Vec<u16>,
+}
+
+/// `PUT /v1/admin/policy`: change some fields; absent fields keep their value.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicyRequest {
+    /// See [`PolicyInfo::mfa_required`].
+    #[serde(default)]
+    pub mfa_required: Option<bool>,
+    /// 60 to 14,400 (1 minute to 4 hours).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// 900 to 604,800 (15 minutes to 7 days), at least the idle timeout.
+    #[serde(default)]
+    pub absolute_timeout_secs: Option<u64>,
+    /// 3,600 to 2,592,000 (1 hour to 30 days).
+    #[serde(default)]
+    pub enrollment_ttl_secs: Option<u64>,
+    /// 1 to 100.
+    #[serde(default)]
+    pub max_failed_logins: Option<u32>,
+    /// 60 to 86,400.
+    #[serde(default)]
+    pub lockout_secs: Option<u64>,
+    /// Non-empty, each 0x004D (77) or 0x0001 (1), default first.
+    #[serde(default)]
+    pub ciphersuites: Option<Vec<u16>>,
+}
+
 /// A page of user listings.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserList {

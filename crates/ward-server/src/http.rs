@@ -218,6 +218,10 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         )
         .route("/v1/admin/audit", get(handlers::admin_audit))
         .route("/v1/admin/audit/verify", get(handlers::admin_audit_verify))
+        .route(
+            "/v1/admin/policy",
+            get(handlers::admin_policy).put(handlers::admin_update_policy),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

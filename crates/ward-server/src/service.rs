@@ -151,6 +151,74 @@ impl Services {
             .clone()
     }
 
+    /// The policy as the API shows it (admin, compliance).
+    pub fn policy_info(&self, actor: &Actor) -> crate::error::ApiResult<ward_proto::PolicyInfo> {
+        require_role(actor, &[Role::Admin, Role::Compliance])?;
+        Ok(policy_info(&self.policy()))
+    }
+
+    /// Change policy fields after checking every bound; audited with old and new values.
+    pub async fn update_policy(
+        &self,
+        actor: &Actor,
+        req: ward_proto::UpdatePolicyRequest,
+    ) -> crate::error::ApiResult<ward_proto::PolicyInfo> {
+        require_role(actor, &[Role::Admin])?;
+        let mut p = self.policy();
+        let range = |name: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(crate::error::ApiError::invalid(format!(
+                    "{name} must be between {lo} and {hi} seconds (got {v})"
+                )))
+            }
+        };
+        if let Some(v) = req.mfa_required {
+            p.mfa_required = v;
+        }
+        if let Some(v) = req.idle_timeout_secs {
+            p.idle_timeout_secs = range("idle_timeout_secs", v, 60, 4 * 3600)?;
+        }
+        if let Some(v) = req.absolute_timeout_secs {
+            p.absolute_timeout_secs = range("absolute_timeout_secs", v, 900, 7 * 86400)?;
+        }
+        if let Some(v) = req.enrollment_ttl_secs {
+            p.enrollment_ttl_secs = range("enrollment_ttl_secs", v, 3600, 30 * 86400)?;
+        }
+        if let Some(v) = req.lockout_secs {
+            p.lockout_secs = range("lockout_secs", v, 60, 86400)?;
+        }
+        if let Some(v) = req.max_failed_logins {
+            if !(1..=100).contains(&v) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "max_failed_logins must be between 1 and 100 (got {v})"
+                )));
+            }
+            p.max_failed_logins = v;
+        }
+        if let Some(cs) = req.ciphersuites {
+            let known = [
+                ward_store::CIPHERSUITE_XWING,
+                ward_store::CIPHERSUITE_X25519,
+            ];
+            let mut seen = std::collections::HashSet::new();
+            if cs.is_empty() || cs.iter().any(|c| !known.contains(c) || !seen.insert(*c)) {
+                return Err(crate::error::ApiError::invalid(
+                    "ciphersuites must list 77 (0x004D, X-Wing) and/or 1 (0x0001, X25519), each once, default first",
+                ));
+            }
+            p.ciphersuites = cs;
+        }
+        if p.absolute_timeout_secs < p.idle_timeout_secs {
+            return Err(crate::error::ApiError::invalid(
+                "absolute_timeout_secs must be at least idle_timeout_secs",
+            ));
+        }
+        self.set_policy(actor, p.clone()).await?;
+        Ok(policy_info(&p))
+    }
+
     /// Replace the policy (stored, then cached).
     pub async fn set_policy(
         &self,
@@ -176,6 +244,18 @@ impl Services {
             .user(id)
             .await?
             .ok_or_else(|| crate::error::ApiError::not_found("user"))
+    }
+}
+
+fn policy_info(p: &OrgPolicy) -> ward_proto::PolicyInfo {
+    ward_proto::PolicyInfo {
+        mfa_required: p.mfa_required,
+        idle_timeout_secs: p.idle_timeout_secs,
+        absolute_timeout_secs: p.absolute_timeout_secs,
+        enrollment_ttl_secs: p.enrollment_ttl_secs,
+        max_failed_logins: p.max_failed_logins,
+        lockout_secs: p.lockout_secs,
+        ciphersuites: p.ciphersuites.clone(),
     }
 }
 

@@ -103,6 +103,67 @@ enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Session and security policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Show the policy.
+    Show,
+    /// Change policy values; durations like 90s, 15m, 12h, 7d.
+    Set {
+        /// Require a TOTP second factor at login (true/false).
+        #[arg(long)]
+        mfa_required: Option<bool>,
+        /// Automatic logoff after this long without activity (1m to 4h).
+        #[arg(long, value_parser = parse_duration)]
+        idle_timeout: Option<u64>,
+        /// Session ends this long after login (15m to 7d).
+        #[arg(long, value_parser = parse_duration)]
+        absolute_timeout: Option<u64>,
+        /// Enrollment codes expire after this long (1h to 30d).
+        #[arg(long, value_parser = parse_duration)]
+        enrollment_ttl: Option<u64>,
+        /// Failed logins before the account locks (1 to 100).
+        #[arg(long)]
+        max_failed_logins: Option<u32>,
+        /// How long a lock lasts (1m to 24h).
+        #[arg(long, value_parser = parse_duration)]
+        lockout: Option<u64>,
+        /// Allowed MLS ciphersuites, default first: xwing, x25519.
+        #[arg(long, value_delimiter = ',', value_parser = parse_ciphersuite)]
+        ciphersuites: Option<Vec<u16>>,
+    },
+}
+
+/// `90s`, `15m`, `12h`, `7d` or plain seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 15m, 12h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("unknown duration unit {other:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn parse_ciphersuite(s: &str) -> Result<u16, String> {
+    match s.trim() {
+        "xwing" | "0x004D" | "0x004d" | "77" => Ok(0x004D),
+        "x25519" | "0x0001" | "1" => Ok(0x0001),
+        other => Err(format!(
+            "unknown ciphersuite {other:?}: use xwing (0x004D) or x25519 (0x0001)"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -437,6 +498,36 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             }
         }
+        AdminCommand::Policy(PolicyCommand::Show) => {
+            let p = services.policy_info(&actor).map_err(api)?;
+            out(serde_json::to_value(&p)?, policy_text(&p));
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Policy(PolicyCommand::Set {
+            mfa_required,
+            idle_timeout,
+            absolute_timeout,
+            enrollment_ttl,
+            max_failed_logins,
+            lockout,
+            ciphersuites,
+        }) => {
+            let req = ward_proto::UpdatePolicyRequest {
+                mfa_required,
+                idle_timeout_secs: idle_timeout,
+                absolute_timeout_secs: absolute_timeout,
+                enrollment_ttl_secs: enrollment_ttl,
+                max_failed_logins,
+                lockout_secs: lockout,
+                ciphersuites,
+            };
+            let p = services.update_policy(&actor, req).await.map_err(api)?;
+            out(
+                serde_json::to_value(&p)?,
+                format!("Policy updated.\n{}", policy_text(&p)),
+            );
+            ExitCode::SUCCESS
+        }
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             let page = services
                 .audit
@@ -463,6 +554,25 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     services.audit.checkpoint().await.map_err(api)?;
     Ok(code)
+}
+
+fn policy_text(p: &ward_proto::PolicyInfo) -> String {
+    let suites: Vec<String> = p
+        .ciphersuites
+        .iter()
+        .map(|c| format!("0x{c:04X}"))
+        .collect();
+    format!(
+        "MFA required: {}\nidle timeout: {} s\nabsolute timeout: {} s\nenrollment codes valid: {} s\n\
+         lock after {} failed logins for {} s\nciphersuites: {}",
+        p.mfa_required,
+        p.idle_timeout_secs,
+        p.absolute_timeout_secs,
+        p.enrollment_ttl_secs,
+        p.max_failed_logins,
+        p.lockout_secs,
+        suites.join(", ")
+    )
 }
 
 fn api(e: ward_server::error::ApiError) -> anyhow::Error {

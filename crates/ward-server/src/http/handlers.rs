@@ -29,7 +29,8 @@ use crate::service::{AuthSession, Services};
         list_conversations, create_conversation, get_conversation, send_envelope, message_status,
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
-        admin_revoke_device, admin_audit, admin_audit_verify, super::ws::upgrade
+        admin_revoke_device, admin_audit, admin_audit_verify, admin_policy, admin_update_policy,
+        super::ws::upgrade
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -505,4 +506,24 @@ pub async fn admin_audit_verify(
     session: AuthSession,
 ) -> ApiResult<Json<AuditVerifyReport>> {
     Ok(Json(s.audit.verify(&session.actor()).await?))
+}
+
+/// The organisation policy (admin, compliance).
+#[utoipa::path(get, path = "/v1/admin/policy", security(("bearer" = [])), responses((status = 200, body = PolicyInfo), (status = 403, body = ErrorBody)))]
+pub async fn admin_policy(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+) -> ApiResult<Json<PolicyInfo>> {
+    Ok(Json(s.policy_info(&session.actor())?))
+}
+
+/// Change the organisation policy (admin); every change is audited.
+#[utoipa::path(put, path = "/v1/admin/policy", security(("bearer" = [])), request_body = UpdatePolicyRequest,
+    responses((status = 200, body = PolicyInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn admin_update_policy(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<UpdatePolicyRequest>,
+) -> ApiResult<Json<PolicyInfo>> {
+    Ok(Json(s.update_policy(&session.actor(), req).await?))
 }
