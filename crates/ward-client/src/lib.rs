@@ -78,6 +78,18 @@ pub enum WardError {
     /// The input is not acceptable.
     #[error("{0}")]
     InvalidInput(String),
+    /// The organisation's DLP policy blocks this message (it appears to contain PHI).
+    #[error("not sent: the organisation's policy blocks messages containing {}", .labels.join(", "))]
+    PhiBlocked {
+        /// Detectors that fired.
+        labels: Vec<String>,
+    },
+    /// The message appears to contain PHI; send again with confirmation (`--confirm-phi`).
+    #[error("not sent: the message appears to contain {}; check it and send with --confirm-phi to proceed", .labels.join(", "))]
+    PhiNeedsConfirmation {
+        /// Detectors that fired.
+        labels: Vec<String>,
+    },
     /// The MLS core refused something.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -319,6 +331,11 @@ impl WardClient {
         &self.profile.data.username
     }
 
+    /// The organisation CA key this device trusts.
+    pub fn org_ca_public_key(&self) -> [u8; 32] {
+        self.core.trust_anchor().org_ca_public_key
+    }
+
     /// The local message history.
     pub fn history(&self) -> &[StoredMessage] {
         &self.profile.data.messages
@@ -355,11 +372,34 @@ impl WardClient {
         text: &str,
         priority: Priority,
     ) -> Result<Sent, WardError> {
+        self.send_message(target, text, priority, false).await
+    }
+
+    /// Send a text message after the organisation's DLP check, which runs here, before
+    /// encryption: `block` refuses, `warn` refuses unless `confirm_phi`, `label` attaches
+    /// labels that the server records in the audit log.
+    pub async fn send_message(
+        &mut self,
+        target: Target,
+        text: &str,
+        priority: Priority,
+        confirm_phi: bool,
+    ) -> Result<Sent, WardError> {
         let content = MessageContent::text(text, priority, now_ms());
         content
             .validate()
             .map_err(|e| WardError::InvalidInput(e.to_string()))?;
         self.flush_outbox().await?;
+        let kind = match &target {
+            Target::User(_) => ConversationKind::Direct,
+            Target::Conversation(id) => self
+                .profile
+                .data
+                .conversations
+                .get(id)
+                .map_or(ConversationKind::Group, |s| s.kind),
+        };
+        let labels = self.dlp_check(text, kind, confirm_phi).await?;
         let conversation = match target {
             Target::Conversation(id) => {
                 if !self.core.has_group(id) || !self.core.is_active(id) {
@@ -371,8 +411,80 @@ impl WardClient {
             }
             Target::User(u) => self.direct_conversation(&u).await?,
         };
-        self.send_content(conversation, content, uuid::Uuid::new_v4())
+        self.send_content(conversation, content, uuid::Uuid::new_v4(), labels)
             .await
+    }
+
+    /// Scan `text` under the organisation's signed DLP document; returns the labels to attach.
+    async fn dlp_check(
+        &mut self,
+        text: &str,
+        kind: ConversationKind,
+        confirm_phi: bool,
+    ) -> Result<Vec<String>, WardError> {
+        use ward_core::dlp::{Action, DlpConfig, DlpConfigSpec, DlpPolicy};
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Document {
+            #[serde(default)]
+            config: Option<DlpConfigSpec>,
+            #[serde(default)]
+            policy: Option<DlpPolicy>,
+        }
+        let signed: ward_proto::SignedDlpPolicy = self.api.get("/v1/dlp-policy").await?;
+        let ca =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.core.trust_anchor().org_ca_public_key)
+                .map_err(|_| WardError::InvalidInput("the organisation key is malformed".into()))?;
+        let sig = ed25519_dalek::Signature::from_slice(signed.signature.as_slice())
+            .map_err(|_| WardError::InvalidInput("the DLP policy signature is malformed".into()))?;
+        use ed25519_dalek::Verifier;
+        ca.verify(
+            &ward_proto::SignedDlpPolicy::signed_bytes(&signed.document),
+            &sig,
+        )
+        .map_err(|_| {
+            WardError::InvalidInput(
+                "the DLP policy is not signed by the organisation; not sending".into(),
+            )
+        })?;
+        // Fail closed: a policy this client cannot read stops the send rather than skipping it.
+        let doc: Document = serde_json::from_str(&signed.document).map_err(|e| {
+            WardError::InvalidInput(format!(
+                "the organisation's DLP policy is invalid ({e}); contact your administrator"
+            ))
+        })?;
+        let Some(policy) = doc.policy else {
+            return Ok(Vec::new());
+        };
+        let config = DlpConfig::new(doc.config.unwrap_or_default()).map_err(|e| {
+            WardError::InvalidInput(format!(
+                "the organisation's DLP configuration is invalid ({e}); contact your administrator"
+            ))
+        })?;
+        let role = match self.profile.data.role {
+            Some(r) => r,
+            None => {
+                let me: ward_proto::MeResponse = self.api.get("/v1/me").await?;
+                self.profile.data.role = Some(me.user.role);
+                me.user.role
+            }
+        };
+        let kind = match kind {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+        };
+        let findings = ward_core::dlp::scan(text, &config);
+        let decision = policy.decide(&findings, kind, role.as_str());
+        let labels: Vec<String> = decision
+            .labels
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect();
+        match decision.action {
+            Action::Block => Err(WardError::PhiBlocked { labels }),
+            Action::Warn if !confirm_phi => Err(WardError::PhiNeedsConfirmation { labels }),
+            _ => Ok(labels),
+        }
     }
 
     /// Create a group with `members` (usernames), named `name` for everyone.
@@ -425,7 +537,8 @@ impl WardClient {
         content
             .extra
             .insert("conversation_name".into(), name.into());
-        self.send_content(id, content, uuid::Uuid::new_v4()).await?;
+        self.send_content(id, content, uuid::Uuid::new_v4(), Vec::new())
+            .await?;
         Ok(id)
     }
 
@@ -753,6 +866,7 @@ impl WardClient {
                 remove_users: remove_users.clone(),
                 remove_devices: pc.removed_devices.clone(),
                 content: None,
+                labels: Vec::new(),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -789,6 +903,7 @@ impl WardClient {
         id: ConversationId,
         content: MessageContent,
         cmid: uuid::Uuid,
+        labels: Vec<String>,
     ) -> Result<Sent, WardError> {
         let content_bytes = content
             .to_bytes()
@@ -809,6 +924,7 @@ impl WardClient {
                 remove_users: Vec::new(),
                 remove_devices: Vec::new(),
                 content: Some(content_bytes.clone().into()),
+                labels: labels.clone(),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -855,6 +971,7 @@ impl WardClient {
                     add_users: item.add_users.clone(),
                     remove_users: item.remove_users.clone(),
                     remove_devices: item.remove_devices.clone(),
+                    labels: item.labels.clone(),
                 },
             )
             .await
@@ -946,8 +1063,13 @@ impl WardClient {
                         .and_then(|c| MessageContent::from_bytes(c.as_slice()).ok())
                     {
                         self.sync_once().await?;
-                        self.send_content(item.conversation_id, c, item.client_message_id)
-                            .await?;
+                        self.send_content(
+                            item.conversation_id,
+                            c,
+                            item.client_message_id,
+                            item.labels.clone(),
+                        )
+                        .await?;
                     }
                 }
                 Err(

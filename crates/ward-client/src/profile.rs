@@ -66,6 +66,9 @@ pub struct ProfileData {
     /// Problems seen while processing (undecryptable messages, refused Welcomes).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The account's role, learned from the server (for DLP rules).
+    #[serde(default)]
+    pub role: Option<ward_proto::Role>,
 }
 
 impl Drop for ProfileData {
@@ -152,6 +155,9 @@ pub struct OutboxItem {
     pub remove_devices: Vec<DeviceId>,
     /// For application messages: the content, to re-encrypt if the epoch moved on.
     pub content: Option<Bytes>,
+    /// PHI labels from the DLP check.
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// An open, locked profile.
@@ -336,6 +342,7 @@ impl ProfileData {
             messages: Vec::new(),
             outbox: Vec::new(),
             warnings: Vec::new(),
+            role: None,
         }
     }
 }

@@ -553,3 +553,154 @@ async fn refusals_wrong_passphrase_wrong_ca_and_non_members() {
     other.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlp_policy_blocks_warns_and_labels_before_encryption() {
+    let server = server().await;
+    let mut alice = enroll(&server, "alice", Role::Physician).await;
+    let mut bob = enroll(&server, "bob", Role::Nurse).await;
+    let first = alice
+        .client
+        .send_text(
+            Target::User("bob".parse().unwrap()),
+            "no policy yet: 555-867-5309",
+            Priority::Routine,
+        )
+        .await
+        .unwrap();
+    let conv = first.conversation_id;
+    let doc = serde_json::json!({
+        "config": {"mrn_patterns": ["MRN[:# ]?\\d{7}"]},
+        "policy": {"default": "label", "rules": [
+            {"detector": "us_ssn", "action": "block"},
+            {"detector": "phone", "action": "warn"},
+            {"detector": "email", "sender_role": "nurse", "action": "block"},
+        ]},
+    });
+    server
+        .services
+        .set_dlp_policy(&ward_server::service::Actor::cli(), doc)
+        .await
+        .unwrap();
+
+    let err = alice
+        .client
+        .send_text(
+            Target::Conversation(conv),
+            "SSN 078-05-1120 for the transfer",
+            Priority::Routine,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, WardError::PhiBlocked { labels } if labels == &["us_ssn"]),
+        "{err}"
+    );
+    let err = alice
+        .client
+        .send_text(
+            Target::Conversation(conv),
+            "call the family on 555-867-5309",
+            Priority::Routine,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WardError::PhiNeedsConfirmation { .. }),
+        "{err}"
+    );
+    alice
+        .client
+        .send_message(
+            Target::Conversation(conv),
+            "call the family on 555-867-5309",
+            Priority::Routine,
+            true,
+        )
+        .await
+        .unwrap();
+    alice
+        .client
+        .send_text(
+            Target::Conversation(conv),
+            "MRN 1234567 to bed 4",
+            Priority::Routine,
+        )
+        .await
+        .unwrap();
+    // A rule for one role: the nurse may not send e-mail addresses, the physician may.
+    let err = bob
+        .client
+        .send_text(
+            Target::Conversation(conv),
+            "write to j.doe@example.org",
+            Priority::Routine,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WardError::PhiBlocked { .. }), "{err}");
+    alice
+        .client
+        .send_text(
+            Target::Conversation(conv),
+            "write to j.doe@example.org",
+            Priority::Routine,
+        )
+        .await
+        .unwrap();
+
+    let got: Vec<String> = bob
+        .client
+        .sync()
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        got.len(),
+        4,
+        "blocked and unconfirmed messages never left the sender: {got:?}"
+    );
+    assert!(!got.iter().any(|t| t.contains("078-05-1120")));
+    // Labels travel as metadata into the audit log; the content does not.
+    let log = server.services.store.audit_records(0, 1000).await.unwrap();
+    let labels: Vec<String> = log
+        .iter()
+        .filter(|r| r.action == "message.send")
+        .filter_map(|r| r.details.get("phi_labels"))
+        .map(|l| l.to_string())
+        .collect();
+    assert!(labels.iter().any(|l| l.contains("phone")), "{labels:?}");
+    assert!(labels.iter().any(|l| l.contains("mrn")), "{labels:?}");
+    assert!(
+        !serde_json::to_string(&log.iter().map(|r| &r.details).collect::<Vec<_>>())
+            .unwrap()
+            .contains("555-867")
+    );
+    // A policy altered after signing is refused by the client (fail closed).
+    let tampered = server.services.signed_dlp_policy();
+    let mut doc = tampered.document.clone();
+    doc = doc.replace("block", "allow");
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&alice.client_trust_key()).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(tampered.signature.as_slice()).unwrap();
+    use ed25519_dalek::Verifier;
+    assert!(
+        key.verify(&ward_proto::SignedDlpPolicy::signed_bytes(&doc), &sig)
+            .is_err()
+    );
+    server.stop().await;
+}
+
+trait TrustKey {
+    fn client_trust_key(&self) -> [u8; 32];
+}
+
+impl TrustKey for Device {
+    fn client_trust_key(&self) -> [u8; 32] {
+        let _ = &self.dir;
+        // The organisation CA key as the server publishes it; the client pinned the same one.
+        self.client.org_ca_public_key()
+    }
+}

@@ -208,7 +208,16 @@ impl Client {
         let mut client = Self::assemble(identity, meta.credential, meta.trust, verifier, provider)?;
         for group_meta in meta.groups {
             let group_id = group_id(group_meta.conversation);
-            let group = MlsGroup::load(client.provider.storage(), &group_id)
+            // openmls_memory_storage unwraps its JSON decodes, so a corrupted stored value
+            // would panic; contain that and report the state as corrupt instead.
+            let storage = client.provider.storage();
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                MlsGroup::load(storage, &group_id)
+            }))
+            .map_err(|_| {
+                CoreError::InvalidInput("client state: a group's MLS state is corrupt".into())
+            })?;
+            let group = loaded
                 .map_err(|e| CoreError::Storage(format!("cannot load group: {e}")))?
                 .ok_or_else(|| {
                     CoreError::InvalidInput("client state: a group's MLS state is missing".into())

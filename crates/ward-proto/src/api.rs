@@ -421,6 +421,10 @@ pub struct SendEnvelopeRequest {
     /// With a commit: devices the commit removes from the MLS group.
     #[serde(default)]
     pub remove_devices: Vec<DeviceId>,
+    /// PHI labels the sender's DLP check attached (detector names such as `us_ssn`); recorded
+    /// in the audit log. At most 16, each `[a-z0-9_]{1,32}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// Answer to a send: the message is durable when this is returned.
@@ -663,6 +667,28 @@ pub struct UpdatePolicyRequest {
     /// Non-empty, each 0x004D (77) or 0x0001 (1), default first.
     #[serde(default)]
     pub ciphersuites: Option<Vec<u16>>,
+}
+
+/// `GET /v1/dlp-policy`: the organisation's DLP document, signed by the organisation CA so a
+/// client can check it came from the organisation unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedDlpPolicy {
+    /// The document as JSON text (`{}` when none is set: allow everything).
+    pub document: String,
+    /// Ed25519 signature of the organisation CA over [`SignedDlpPolicy::signed_bytes`].
+    pub signature: Bytes,
+}
+
+impl SignedDlpPolicy {
+    /// Domain separation label of the signature.
+    pub const LABEL: &'static [u8] = b"ward dlp policy v1";
+
+    /// The bytes the organisation CA signs.
+    pub fn signed_bytes(document: &str) -> Vec<u8> {
+        let mut out = Self::LABEL.to_vec();
+        out.extend_from_slice(document.as_bytes());
+        out
+    }
 }
 
 /// A page of user listings.

@@ -222,6 +222,11 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             "/v1/admin/policy",
             get(handlers::admin_policy).put(handlers::admin_update_policy),
         )
+        .route(
+            "/v1/admin/dlp-policy",
+            axum::routing::put(handlers::admin_set_dlp_policy),
+        )
+        .route("/v1/dlp-policy", get(handlers::dlp_policy))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -219,6 +219,51 @@ impl Services {
         Ok(policy_info(&p))
     }
 
+    /// Replace the DLP document (admin). Its detectors and rules are validated by whoever
+    /// writes it (the admin CLI uses `ward_core::dlp`) and by every client that reads it;
+    /// here only its outer shape and size.
+    pub async fn set_dlp_policy(
+        &self,
+        actor: &Actor,
+        doc: serde_json::Value,
+    ) -> crate::error::ApiResult<()> {
+        require_role(actor, &[Role::Admin])?;
+        let obj = doc.as_object().ok_or_else(|| {
+            crate::error::ApiError::invalid("the DLP document must be a JSON object")
+        })?;
+        if let Some(k) = obj.keys().find(|k| *k != "config" && *k != "policy") {
+            return Err(crate::error::ApiError::invalid(format!(
+                "unknown key {k:?} in the DLP document: expected config and policy"
+            )));
+        }
+        if doc.to_string().len() > 64 * 1024 {
+            return Err(crate::error::ApiError::invalid(
+                "the DLP document must be at most 64 KiB",
+            ));
+        }
+        let mut p = self.policy();
+        p.dlp = Some(doc);
+        self.set_policy(actor, p).await
+    }
+
+    /// The DLP document, signed by the organisation CA.
+    pub fn signed_dlp_policy(&self) -> ward_proto::SignedDlpPolicy {
+        use ed25519_dalek::Signer;
+        let document = self
+            .policy()
+            .dlp
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "{}".to_owned());
+        let signature = self
+            .keys
+            .org_ca
+            .sign(&ward_proto::SignedDlpPolicy::signed_bytes(&document));
+        ward_proto::SignedDlpPolicy {
+            document,
+            signature: signature.to_bytes().to_vec().into(),
+        }
+    }
+
     /// Replace the policy (stored, then cached).
     pub async fn set_policy(
         &self,

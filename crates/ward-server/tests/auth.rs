@@ -223,14 +223,28 @@ async fn tls_server_with_generated_ca_serves_the_api() {
     server.stop().await;
 }
 
-async fn put(u: &ward_testing::TestUser, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+async fn put(
+    u: &ward_testing::TestUser,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
     let url = format!("{}/v1/admin/policy", u.base);
-    send(&u.http, reqwest::Method::PUT, &url, Some(&u.token), Some(body)).await
+    send(
+        &u.http,
+        reqwest::Method::PUT,
+        &url,
+        Some(&u.token),
+        Some(body),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn policy_changes_are_validated_audited_and_take_effect() {
-    let server = TestServer::start_with(ServerOptions { manual_clock: true, ..Default::default() }).await;
+    let server = TestServer::start_with(ServerOptions {
+        manual_clock: true,
+        ..Default::default()
+    })
+    .await;
     let admin = server.enroll("root", Role::Admin).await;
     let officer = server.enroll("officer", Role::Compliance).await;
     let nurse = server.enroll("nurse", Role::Nurse).await;
@@ -238,34 +252,57 @@ async fn policy_changes_are_validated_audited_and_take_effect() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(p["idle_timeout_secs"], 900);
     let (s, _) = put(&officer, json!({"idle_timeout_secs": 300})).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "compliance reads, does not change");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "compliance reads, does not change"
+    );
     for (body, word) in [
         (json!({"idle_timeout_secs": 5}), "idle_timeout_secs"),
         (json!({"idle_timeout_secs": 999_999}), "idle_timeout_secs"),
         (json!({"ciphersuites": [3]}), "ciphersuites"),
         (json!({"ciphersuites": []}), "ciphersuites"),
         (json!({"max_failed_logins": 0}), "max_failed_logins"),
-        (json!({"absolute_timeout_secs": 900, "idle_timeout_secs": 3600}), "absolute_timeout_secs"),
+        (
+            json!({"absolute_timeout_secs": 900, "idle_timeout_secs": 3600}),
+            "absolute_timeout_secs",
+        ),
         (json!({"idle": 5}), "unknown field"),
     ] {
         let (s, b) = put(&admin, body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
-        assert!(b["error"]["message"].as_str().unwrap().contains(word), "{body}: {b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(word),
+            "{body}: {b}"
+        );
     }
     let (_, unchanged) = admin.get("/v1/admin/policy").await;
-    assert_eq!(unchanged["idle_timeout_secs"], 900, "refused changes change nothing");
+    assert_eq!(
+        unchanged["idle_timeout_secs"], 900,
+        "refused changes change nothing"
+    );
 
-    let (s, p) = put(&admin, json!({"idle_timeout_secs": 120, "ciphersuites": [1, 77]})).await;
+    let (s, p) = put(
+        &admin,
+        json!({"idle_timeout_secs": 120, "ciphersuites": [1, 77]}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(p["ciphersuites"], json!([1, 77]));
     // Automatic logoff now happens after 2 minutes of inactivity.
     server.advance(time::Duration::seconds(121));
     let (s, b) = nurse.get("/v1/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("idle"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("idle"),
+        "{b}"
+    );
     // The change is in the audit log (read from the store: every session idled out too).
     let log = server.services.store.audit_records(0, 1000).await.unwrap();
-    let change = log.iter().find(|r| r.action == "policy.change").expect("policy change audited");
+    let change = log
+        .iter()
+        .find(|r| r.action == "policy.change")
+        .expect("policy change audited");
     assert_eq!(change.details["idle_timeout_secs"], 120);
     let _ = totp_code;
     server.stop().await;

@@ -147,6 +147,8 @@ const MATRIX: &[Row] = &[
     row("GET",  "/v1/admin/audit/verify",                               "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("GET",  "/v1/admin/policy",                                     "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("PUT",  "/v1/admin/policy",                                     "no-op change",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("PUT",  "/v1/admin/dlp-policy",                                 "empty document",    [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/dlp-policy",                                       "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -363,11 +365,16 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         }
         (
             "GET",
-            "/v1/admin/users" | "/v1/admin/devices" | "/v1/admin/audit" | "/v1/admin/audit/verify"
+            "/v1/admin/users"
+            | "/v1/admin/devices"
+            | "/v1/admin/audit"
+            | "/v1/admin/audit/verify"
             | "/v1/admin/policy",
             _,
         ) => (r.path.to_owned(), None),
         ("PUT", "/v1/admin/policy", _) => (r.path.to_owned(), Some(json!({"mfa_required": true}))),
+        ("PUT", "/v1/admin/dlp-policy", _) => (r.path.to_owned(), Some(json!({}))),
+        ("GET", "/v1/dlp-policy", _) => (r.path.to_owned(), None),
         ("POST", "/v1/admin/users", _) => (
             r.path.to_owned(),
             Some(json!({"username": format!("new-{t}"), "role": "nurse"})),

@@ -273,6 +273,19 @@ mod tests {
         v.finish(&[], |_, _| true)
     }
 
+    /// Found by fuzzing (fuzz/regressions/audit_record): a number with decimals in the details
+    /// must survive the JSON round trip, or the recomputed hash would differ.
+    #[test]
+    fn float_details_round_trip_and_rehash() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/audit_record/float-details-not-round-tripped.json");
+        let record: AuditRecord = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let again: AuditRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(record, again);
+        assert_eq!(recompute(&record), recompute(&again));
+    }
+
     #[test]
     fn intact_chain_verifies() {
         let r = verify(&chain(5));

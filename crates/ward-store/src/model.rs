@@ -25,6 +25,9 @@ pub struct OrgPolicy {
     pub lockout_secs: u64,
     /// Allowed MLS ciphersuites, default first.
     pub ciphersuites: Vec<u16>,
+    /// The DLP document (`{"config": …, "policy": …}`) clients enforce before encrypting.
+    /// Opaque here: its schema lives with the detectors in `ward_core::dlp`.
+    pub dlp: Option<serde_json::Value>,
 }
 
 /// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (draft post-quantum code point).
@@ -42,6 +45,7 @@ impl Default for OrgPolicy {
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
             ciphersuites: vec![CIPHERSUITE_XWING, CIPHERSUITE_X25519],
+            dlp: None,
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct SendArgs {
     /// routine, urgent or stat.
     #[arg(long, default_value = "routine")]
     priority: String,
+    /// Send although the organisation's DLP check warns that the text looks like PHI.
+    #[arg(long)]
+    confirm_phi: bool,
     /// The text (read from stdin when absent).
     text: Option<String>,
 }
@@ -294,7 +297,9 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
         bail!("the message is empty");
     }
     let mut client = open(dir)?;
-    let sent = client.send_text(target, &text, priority).await?;
+    let sent = client
+        .send_message(target, &text, priority, args.confirm_phi)
+        .await?;
     if json {
         println!("{}", serde_json::to_string(&sent)?);
     } else {

@@ -106,6 +106,21 @@ enum AdminCommand {
     /// Session and security policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The data-loss-prevention policy clients enforce before encrypting.
+    #[command(subcommand)]
+    Dlp(DlpCommand),
+}
+
+#[derive(Subcommand)]
+enum DlpCommand {
+    /// Show the DLP document.
+    Show,
+    /// Replace the DLP document with a JSON file `{"config": {...}, "policy": {...}}`
+    /// (see docs/dlp.md); it is validated before it is stored.
+    Set {
+        /// The JSON file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -498,6 +513,29 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             }
         }
+        AdminCommand::Dlp(DlpCommand::Show) => {
+            let doc = services
+                .policy()
+                .dlp
+                .unwrap_or_else(|| serde_json::json!({}));
+            out(doc.clone(), serde_json::to_string_pretty(&doc)?);
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Dlp(DlpCommand::Set { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let doc = validate_dlp_document(&text)
+                .with_context(|| format!("{} is not a valid DLP document", file.display()))?;
+            services
+                .set_dlp_policy(&actor, doc.clone())
+                .await
+                .map_err(api)?;
+            out(
+                doc,
+                "DLP policy updated; clients apply it to their next message.".to_owned(),
+            );
+            ExitCode::SUCCESS
+        }
         AdminCommand::Policy(PolicyCommand::Show) => {
             let p = services.policy_info(&actor).map_err(api)?;
             out(serde_json::to_value(&p)?, policy_text(&p));
@@ -554,6 +592,26 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     services.audit.checkpoint().await.map_err(api)?;
     Ok(code)
+}
+
+/// Parse a DLP document with the detectors' own types, so what is stored is what clients read.
+fn validate_dlp_document(text: &str) -> anyhow::Result<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Document {
+        #[serde(default)]
+        config: Option<ward_core::dlp::DlpConfigSpec>,
+        #[serde(default)]
+        policy: Option<ward_core::dlp::DlpPolicy>,
+    }
+    let doc: Document = serde_json::from_str(text)?;
+    if let Some(c) = doc.config {
+        ward_core::dlp::DlpConfig::new(c).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    }
+    if let Some(p) = &doc.policy {
+        p.validate().map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    }
+    Ok(serde_json::from_str(text)?)
 }
 
 fn policy_text(p: &ward_proto::PolicyInfo) -> String {

@@ -523,15 +523,42 @@ fn admin_policy_show_and_set_with_durations() {
     let (ok, p, err) = admin_json(dir.path(), &["policy", "show"]);
     assert!(ok, "{err}");
     assert_eq!(p["idle_timeout_secs"], 900);
-    let (ok, p, err) = admin_json(dir.path(), &["policy", "set", "--idle-timeout", "5m", "--absolute-timeout", "8h", "--ciphersuites", "xwing,x25519"]);
+    let (ok, p, err) = admin_json(
+        dir.path(),
+        &[
+            "policy",
+            "set",
+            "--idle-timeout",
+            "5m",
+            "--absolute-timeout",
+            "8h",
+            "--ciphersuites",
+            "xwing,x25519",
+        ],
+    );
     assert!(ok, "{err}");
-    assert_eq!((p["idle_timeout_secs"].as_u64(), p["absolute_timeout_secs"].as_u64()), (Some(300), Some(28_800)));
-    let (ok, _, err) = admin_json(dir.path(), &["policy", "set", "--idle-timeout", "5 parsecs"]);
+    assert_eq!(
+        (
+            p["idle_timeout_secs"].as_u64(),
+            p["absolute_timeout_secs"].as_u64()
+        ),
+        (Some(300), Some(28_800))
+    );
+    let (ok, _, err) = admin_json(
+        dir.path(),
+        &["policy", "set", "--idle-timeout", "5 parsecs"],
+    );
     assert!(!ok && err.contains("duration"), "{err}");
     let (ok, _, err) = admin_json(dir.path(), &["policy", "set", "--idle-timeout", "10s"]);
-    assert!(!ok && err.contains("idle_timeout_secs must be between 60 and 14400"), "{err}");
+    assert!(
+        !ok && err.contains("idle_timeout_secs must be between 60 and 14400"),
+        "{err}"
+    );
     let (ok, _, err) = admin_json(dir.path(), &["policy", "set", "--ciphersuites", "rot13"]);
     assert!(!ok && err.contains("unknown ciphersuite"), "{err}");
     let (_, p, _) = admin_json(dir.path(), &["policy", "show"]);
-    assert_eq!(p["idle_timeout_secs"], 300, "refused changes change nothing");
+    assert_eq!(
+        p["idle_timeout_secs"], 300,
+        "refused changes change nothing"
+    );
 }

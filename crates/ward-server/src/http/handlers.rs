@@ -30,6 +30,7 @@ use crate::service::{AuthSession, Services};
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
         admin_revoke_device, admin_audit, admin_audit_verify, admin_policy, admin_update_policy,
+        dlp_policy, admin_set_dlp_policy,
         super::ws::upgrade
     ),
     components(schemas(ErrorBody)),
@@ -526,4 +527,25 @@ pub async fn admin_update_policy(
     AppJson(req): AppJson<UpdatePolicyRequest>,
 ) -> ApiResult<Json<PolicyInfo>> {
     Ok(Json(s.update_policy(&session.actor(), req).await?))
+}
+
+/// The organisation's DLP document, signed by the organisation CA (any session).
+#[utoipa::path(get, path = "/v1/dlp-policy", security(("bearer" = [])), responses((status = 200, body = SignedDlpPolicy)))]
+pub async fn dlp_policy(
+    State(s): State<Arc<Services>>,
+    _session: AuthSession,
+) -> Json<SignedDlpPolicy> {
+    Json(s.signed_dlp_policy())
+}
+
+/// Replace the DLP document `{"config": …, "policy": …}` (admin).
+#[utoipa::path(put, path = "/v1/admin/dlp-policy", security(("bearer" = [])), request_body = Object,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn admin_set_dlp_policy(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(doc): AppJson<serde_json::Value>,
+) -> ApiResult<StatusCode> {
+    s.set_dlp_policy(&session.actor(), doc).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

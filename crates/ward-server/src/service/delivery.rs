@@ -205,6 +205,24 @@ impl Services {
                 "a welcome needs a non-empty payload and at least one device",
             ));
         }
+        if !req.labels.is_empty() && req.kind != EnvelopeKind::Application {
+            return Err(ApiError::invalid(
+                "labels are only for application messages",
+            ));
+        }
+        if req.labels.len() > 16
+            || req.labels.iter().any(|l| {
+                l.is_empty()
+                    || l.len() > 32
+                    || !l
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+        {
+            return Err(ApiError::invalid(
+                "labels: at most 16, each 1 to 32 characters a-z, 0-9 or _",
+            ));
+        }
         let conv = self.member_conversation(s, id).await?;
         if s.user.role == Role::Patient {
             if !req.add_users.is_empty() {
@@ -293,6 +311,9 @@ impl Services {
                 let mut details = serde_json::json!({
                     "conversation_id": id, "seq": envelope.seq, "kind": req.kind, "size": size, "epoch": req.epoch,
                 });
+                if !req.labels.is_empty() {
+                    details["phi_labels"] = serde_json::json!(req.labels);
+                }
                 if req.kind == EnvelopeKind::Commit {
                     details["added_users"] = serde_json::json!(req.add_users);
                     details["removed_users"] = serde_json::json!(req.remove_users);
