@@ -431,7 +431,14 @@ impl WardClient {
             #[serde(default)]
             policy: Option<DlpPolicy>,
         }
-        let signed: ward_proto::SignedDlpPolicy = self.api.get("/v1/dlp-policy").await?;
+        // Offline, the last verified policy still applies, so the message can be queued.
+        let signed: ward_proto::SignedDlpPolicy = match self.api.get("/v1/dlp-policy").await {
+            Ok(p) => p,
+            Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => {
+                self.profile.data.dlp_policy.clone().ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
         let ca =
             ed25519_dalek::VerifyingKey::from_bytes(&self.core.trust_anchor().org_ca_public_key)
                 .map_err(|_| WardError::InvalidInput("the organisation key is malformed".into()))?;
@@ -447,6 +454,7 @@ impl WardClient {
                 "the DLP policy is not signed by the organisation; not sending".into(),
             )
         })?;
+        self.profile.data.dlp_policy = Some(signed.clone());
         // Fail closed: a policy this client cannot read stops the send rather than skipping it.
         let doc: Document = serde_json::from_str(&signed.document).map_err(|e| {
             WardError::InvalidInput(format!(

@@ -69,6 +69,9 @@ pub struct ProfileData {
     /// The account's role, learned from the server (for DLP rules).
     #[serde(default)]
     pub role: Option<ward_proto::Role>,
+    /// The last signed DLP policy fetched, so messages can be checked and queued offline.
+    #[serde(default)]
+    pub dlp_policy: Option<ward_proto::SignedDlpPolicy>,
 }
 
 impl Drop for ProfileData {
@@ -343,6 +346,7 @@ impl ProfileData {
             outbox: Vec::new(),
             warnings: Vec::new(),
             role: None,
+            dlp_policy: None,
         }
     }
 }
