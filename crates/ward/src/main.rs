@@ -2,6 +2,7 @@
 //! directly on its database (the operator holds the data directory and master key); the
 //! client commands (`enroll`, `send`, `sync`, …) use an end-to-end encrypted device profile.
 
+mod bench;
 mod client_cmd;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
         /// Message id.
         message_id: String,
     },
+    /// Load-test an in-process server with the clinical chat workload (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -280,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = client_cmd::profile_dir(cli.profile);
     match cli.command {
         Command::Serve(args) => return serve(args).await,
+        Command::Bench(args) => return bench::run(args, json).await,
         Command::Admin(args) => return admin(args, json).await,
         Command::Enroll(a) => client_cmd::enroll(&dir, a, json).await?,
         Command::Login(a) => client_cmd::login(&dir, a, json).await?,
