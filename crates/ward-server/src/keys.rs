@@ -520,13 +520,13 @@ mod tests {
     #[async_trait]
     impl OrgStore for SecretsOnly {
         async fn organisation(&self) -> StoreResult<Option<Organisation>> {
-            unimplemented!()
+            panic!("the SecretsOnly test double implements only the secret store")
         }
         async fn init_organisation(&self, _org: &Organisation) -> StoreResult<Organisation> {
-            unimplemented!()
+            panic!("the SecretsOnly test double implements only the secret store")
         }
         async fn set_policy(&self, _policy: &OrgPolicy) -> StoreResult<()> {
-            unimplemented!()
+            panic!("the SecretsOnly test double implements only the secret store")
         }
         async fn secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
             if self.1 {
