@@ -484,6 +484,18 @@ async fn audit_log_records_the_story_without_content() {
     ] {
         assert!(actions.contains(&want), "{want} missing from {actions:?}");
     }
+    // The fetch names what Bob received by conversation and seq range: the marker at seq 2.
+    let fetch = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "message.fetch" && r["actor_user_id"] == bob.user_id.as_str())
+        .expect("bob's fetch audited");
+    assert_eq!(
+        fetch["details"]["ranges"][conv.as_str()],
+        json!([2, 2, 1]),
+        "{fetch}"
+    );
     assert!(
         !page.to_string().contains("UNIQUE-MARKER"),
         "audit holds no content"
