@@ -200,14 +200,7 @@ impl WardClient {
     /// Enroll this device: create the signature key, use the enrollment code, verify the
     /// credential the organisation CA issued, upload KeyPackages, save the profile.
     pub async fn enroll(p: EnrollParams<'_>) -> Result<(WardClient, Enrolled), WardError> {
-        Profile::preflight(p.profile_dir, p.passphrase)?;
-        let mut api = Api::new(p.server_url, p.ca_pem)?;
-        let info: ServerInfo = api.get("/v1/server").await?;
-        let org_ca: [u8; 32] =
-            info.org_ca_public_key.as_slice().try_into().map_err(|_| {
-                WardError::Transport("server sent a malformed organisation key".into())
-            })?;
-        let identity = Identity::generate()?;
+        let (api, info, identity) = Self::prepare(&p).await?;
         let resp: EnrollResponse = api
             .post(
                 "/v1/enroll",
@@ -222,39 +215,23 @@ impl WardClient {
                 },
             )
             .await?;
-        let trust = TrustAnchor {
-            org_ca_public_key: org_ca,
-            external_sender_public_key: Some(info.external_sender_public_key.0.clone()),
-            external_sender_identity: Some(info.external_sender_identity.clone()),
+        let enrolled = Enrolled {
+            user_id: resp.user_id,
+            device_id: resp.device.device_id,
+            totp_secret: resp.totp_secret.clone(),
+            otpauth_uri: resp.otpauth_uri.clone(),
         };
-        let core = Core::new(identity, resp.device.clone(), trust)?;
-        let ciphersuite = info.ciphersuites.first().copied().unwrap_or(0x004D);
-        let mut data = ProfileData::new(
-            api.base().to_owned(),
-            p.ca_pem.to_owned(),
-            p.username,
+        let client = Self::finish_registration(
+            p,
+            api,
+            &info,
+            identity,
             resp.user_id,
-            resp.device.device_id,
-            ciphersuite,
-        );
-        data.session = Some(StoredSession {
-            token: resp.session.token.clone(),
-            expires_at: resp.session.expires_at,
-        });
-        data.core = core.to_bytes()?.to_vec().into();
-        let profile = Profile::create(p.profile_dir, p.passphrase, data)?;
-        api.set_token(Some(resp.session.token.clone()));
-        let mut client = WardClient { profile, core, api };
-        client.top_up_key_packages(None).await?;
-        Ok((
-            client,
-            Enrolled {
-                user_id: resp.user_id,
-                device_id: resp.device.device_id,
-                totp_secret: resp.totp_secret.clone(),
-                otpauth_uri: resp.otpauth_uri.clone(),
-            },
-        ))
+            resp.device,
+            resp.session,
+        )
+        .await?;
+        Ok((client, enrolled))
     }
 
     /// Register an additional device of an enrolled user (password and TOTP), in a new
@@ -263,14 +240,7 @@ impl WardClient {
         p: EnrollParams<'_>,
         totp: Option<String>,
     ) -> Result<WardClient, WardError> {
-        Profile::preflight(p.profile_dir, p.passphrase)?;
-        let mut api = Api::new(p.server_url, p.ca_pem)?;
-        let info: ServerInfo = api.get("/v1/server").await?;
-        let org_ca: [u8; 32] =
-            info.org_ca_public_key.as_slice().try_into().map_err(|_| {
-                WardError::Transport("server sent a malformed organisation key".into())
-            })?;
-        let identity = Identity::generate()?;
+        let (api, info, identity) = Self::prepare(&p).await?;
         let resp: LoginResponse = api
             .post(
                 "/v1/login",
@@ -286,27 +256,64 @@ impl WardClient {
                 },
             )
             .await?;
+        Self::finish_registration(
+            p,
+            api,
+            &info,
+            identity,
+            resp.user_id,
+            resp.device,
+            resp.session,
+        )
+        .await
+    }
+
+    /// Before anything irreversible: check the profile location, reach the server, make the
+    /// device key.
+    async fn prepare(p: &EnrollParams<'_>) -> Result<(Api, ServerInfo, Identity), WardError> {
+        Profile::preflight(p.profile_dir, p.passphrase)?;
+        let api = Api::new(p.server_url, p.ca_pem)?;
+        let info: ServerInfo = api.get("/v1/server").await?;
+        Ok((api, info, Identity::generate()?))
+    }
+
+    /// After the server registered the device: verify its credential against the
+    /// organisation CA, save the new profile, upload KeyPackages.
+    async fn finish_registration(
+        p: EnrollParams<'_>,
+        mut api: Api,
+        info: &ServerInfo,
+        identity: Identity,
+        user_id: UserId,
+        credential: ward_proto::DeviceCredential,
+        session: ward_proto::SessionInfo,
+    ) -> Result<WardClient, WardError> {
+        let org_ca: [u8; 32] =
+            info.org_ca_public_key.as_slice().try_into().map_err(|_| {
+                WardError::Transport("server sent a malformed organisation key".into())
+            })?;
         let trust = TrustAnchor {
             org_ca_public_key: org_ca,
             external_sender_public_key: Some(info.external_sender_public_key.0.clone()),
             external_sender_identity: Some(info.external_sender_identity.clone()),
         };
-        let core = Core::new(identity, resp.device.clone(), trust)?;
+        let device_id = credential.device_id;
+        let core = Core::new(identity, credential, trust)?;
         let mut data = ProfileData::new(
             api.base().to_owned(),
             p.ca_pem.to_owned(),
             p.username,
-            resp.user_id,
-            resp.device.device_id,
+            user_id,
+            device_id,
             info.ciphersuites.first().copied().unwrap_or(0x004D),
         );
         data.session = Some(StoredSession {
-            token: resp.session.token.clone(),
-            expires_at: resp.session.expires_at,
+            token: session.token.clone(),
+            expires_at: session.expires_at,
         });
         data.core = core.to_bytes()?.to_vec().into();
         let profile = Profile::create(p.profile_dir, p.passphrase, data)?;
-        api.set_token(Some(resp.session.token.clone()));
+        api.set_token(Some(session.token.clone()));
         let mut client = WardClient { profile, core, api };
         client.top_up_key_packages(None).await?;
         Ok(client)

@@ -17,7 +17,7 @@ use ward_store::{OrgPolicy, Organisation, Store, User};
 
 pub use audit::AuditLog;
 pub use auth::{AuthSession, hash_password_blocking, normalize_enrollment_code};
-pub use directory::{device_info, user_info};
+pub use directory::{DeviceScope, device_info, user_info};
 pub use secrets::{generate_enrollment_code, hash_token};
 
 use crate::clock::Clock;

@@ -467,7 +467,11 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         AdminCommand::Device(DeviceCommand::List { user }) => {
             let user = user.as_deref().map(username).transpose()?;
             let devices = services
-                .list_devices(&actor, user.as_ref())
+                .list_devices(
+                    &actor,
+                    ward_server::service::DeviceScope::Any,
+                    user.as_ref(),
+                )
                 .await
                 .map_err(api)?;
             let text = devices
@@ -489,7 +493,10 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             let id = device_id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
-            let d = services.revoke_device(&actor, id).await.map_err(api)?;
+            let d = services
+                .revoke_device(&actor, ward_server::service::DeviceScope::Any, id)
+                .await
+                .map_err(api)?;
             out(
                 serde_json::to_value(&d)?,
                 format!("Revoked device {}.", d.device_id),

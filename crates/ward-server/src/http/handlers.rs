@@ -17,7 +17,7 @@ use ward_proto::*;
 
 use super::{AppJson, AppPath, AppQuery};
 use crate::error::{ApiError, ApiResult};
-use crate::service::{AuthSession, Services};
+use crate::service::{AuthSession, DeviceScope, Services};
 
 /// The OpenAPI 3.1 description, generated from these handlers.
 #[derive(OpenApi)]
@@ -162,10 +162,10 @@ pub async fn my_devices(
     State(s): State<Arc<Services>>,
     session: AuthSession,
 ) -> ApiResult<Json<DeviceList>> {
-    let mut actor = session.actor();
-    actor.role = Role::Patient; // own devices only, whatever the role
     Ok(Json(DeviceList {
-        devices: s.list_devices(&actor, None).await?,
+        devices: s
+            .list_devices(&session.actor(), DeviceScope::Own, None)
+            .await?,
     }))
 }
 
@@ -177,10 +177,10 @@ pub async fn revoke_my_device(
     session: AuthSession,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<Json<DeviceInfo>> {
-    let mut actor = session.actor();
-    actor.role = Role::Patient; // own devices only
+    let id = parse_id(&id, "device_id")?;
     Ok(Json(
-        s.revoke_device(&actor, parse_id(&id, "device_id")?).await?,
+        s.revoke_device(&session.actor(), DeviceScope::Own, id)
+            .await?,
     ))
 }
 
@@ -453,7 +453,9 @@ pub async fn admin_list_devices(
     crate::service::require_role(&session.actor(), &[Role::Admin])?;
     let user = q.user.as_deref().map(parse_username).transpose()?;
     Ok(Json(DeviceList {
-        devices: s.list_devices(&session.actor(), user.as_ref()).await?,
+        devices: s
+            .list_devices(&session.actor(), DeviceScope::Any, user.as_ref())
+            .await?,
     }))
 }
 
@@ -467,8 +469,12 @@ pub async fn admin_revoke_device(
 ) -> ApiResult<Json<DeviceInfo>> {
     crate::service::require_role(&session.actor(), &[Role::Admin])?;
     Ok(Json(
-        s.revoke_device(&session.actor(), parse_id(&id, "device_id")?)
-            .await?,
+        s.revoke_device(
+            &session.actor(),
+            DeviceScope::Any,
+            parse_id(&id, "device_id")?,
+        )
+        .await?,
     ))
 }
 

@@ -13,6 +13,15 @@ use super::secrets::{generate_enrollment_code, hash_token};
 use super::{Actor, AuthSession, Services, require_role};
 use crate::error::{ApiError, ApiResult};
 
+/// Which devices an operation may reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceScope {
+    /// Only the actor's own devices, whatever the role (`/v1/devices…`).
+    Own,
+    /// Any device for admins, own devices for others (`/v1/admin/devices…`, the admin CLI).
+    Any,
+}
+
 /// The API view of a user.
 pub fn user_info(u: &User) -> UserInfo {
     UserInfo {
@@ -237,15 +246,18 @@ impl Services {
         })
     }
 
-    /// Devices: admins see all (or one user's), others only their own.
+    /// Devices. With [`DeviceScope::Own`] the actor's own devices whatever the role; with
+    /// [`DeviceScope::Any`] admins see all (or one user's) and others their own.
     pub async fn list_devices(
         &self,
         actor: &Actor,
+        scope: DeviceScope,
         of: Option<&Username>,
     ) -> ApiResult<Vec<DeviceInfo>> {
-        let devices = match (actor.role, of) {
-            (Role::Admin, None) => self.store.list_devices().await?,
-            (Role::Admin, Some(u)) => {
+        let admin = scope == DeviceScope::Any && actor.role == Role::Admin;
+        let devices = match (admin, of) {
+            (true, None) => self.store.list_devices().await?,
+            (true, Some(u)) => {
                 let user = self.user_by_name_or_404(u).await?;
                 self.store.devices_of_user(user.id).await?
             }
@@ -259,14 +271,20 @@ impl Services {
         Ok(devices.iter().map(device_info).collect())
     }
 
-    /// Revoke a device: admins any, users their own.
-    pub async fn revoke_device(&self, actor: &Actor, id: DeviceId) -> ApiResult<DeviceInfo> {
+    /// Revoke a device: with [`DeviceScope::Any`] admins any, otherwise only one's own.
+    pub async fn revoke_device(
+        &self,
+        actor: &Actor,
+        scope: DeviceScope,
+        id: DeviceId,
+    ) -> ApiResult<DeviceInfo> {
         let device = self
             .store
             .device(id)
             .await?
             .ok_or_else(|| ApiError::not_found("device"))?;
-        if actor.role != Role::Admin && actor.user_id != Some(device.user_id) {
+        let admin = scope == DeviceScope::Any && actor.role == Role::Admin;
+        if !admin && actor.user_id != Some(device.user_id) {
             // Not found rather than forbidden: device ids of others are not disclosed.
             return Err(ApiError::not_found("device"));
         }
