@@ -508,3 +508,30 @@ async fn audit_log_records_the_story_without_content() {
     assert_eq!(report["ok"], true, "{report}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn patients_may_leave_but_not_remove_others() {
+    let server = TestServer::start().await;
+    let doctor = server.enroll("doctor", Role::Physician).await;
+    let patient = server.enroll("patient", Role::Patient).await;
+    let conv = create_group(&doctor).await;
+    add(&doctor, &conv, 0, &patient, &[&patient.device_id]).await;
+    let commit = |remove_users: Vec<&str>, remove_devices: Vec<&str>| {
+        json!({
+            "client_message_id": new_id(), "kind": "commit", "epoch": 1, "payload": b64(b"c"),
+            "remove_users": remove_users, "remove_devices": remove_devices,
+        })
+    };
+    let (s, e) = send(&patient, &conv, commit(vec![&doctor.user_id], vec![])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, e) = send(&patient, &conv, commit(vec![], vec![&doctor.device_id])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let (s, e) = send(
+        &patient,
+        &conv,
+        commit(vec![&patient.user_id], vec![&patient.device_id]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "a patient may leave: {e}");
+    server.stop().await;
+}

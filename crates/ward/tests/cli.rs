@@ -135,6 +135,21 @@ async fn first_start_enroll_login_suspend_and_audit_tamper_detection() {
         data.join("master.key").exists(),
         "master key created apart from the database"
     );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "data directory is private");
+        assert_eq!(
+            mode(&data.join("ward.db")),
+            0o600,
+            "database file is private"
+        );
+        assert_eq!(
+            mode(&data.join("master.key")),
+            0o600,
+            "master key is private"
+        );
+    }
     assert_eq!(
         negotiated_group(server.port, &ca_pem).await,
         "X25519MLKEM768"
