@@ -1,6 +1,7 @@
 //! The hash-chained audit log.
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use ward_proto::{AuditRecord, DeviceId, UserId};
 use ward_store::audit::{canonical_details, decode_hash, record_hash, truncate_to_micros};
@@ -27,69 +28,79 @@ fn record_of(row: &PgRow) -> StoreResult<AuditRecord> {
     })
 }
 
+/// Append one record inside the caller's transaction. Takes the chain's head row lock, which
+/// serialises appends from every node: call it last in a transaction to hold it briefly.
+pub(crate) async fn append_audit_in(
+    tx: &mut PgConnection,
+    event: &AuditEvent,
+) -> StoreResult<AuditRecord> {
+    // The head row lock serialises appends from every node: no two records share a seq
+    // or a predecessor.
+    let (head_seq, head_hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await
+            .be()?;
+    let prev = decode_hash(&head_hash)
+        .ok_or_else(|| StoreError::Corrupt("audit head hash is malformed".into()))?;
+    let seq = u64_of(head_seq)? + 1;
+    let at = truncate_to_micros(event.at);
+    let user = event.actor_user_id.map(|u| u.to_string());
+    let device = event.actor_device_id.map(|d| d.to_string());
+    let details = canonical_details(&event.details);
+    let hash = record_hash(
+        &prev,
+        seq,
+        at,
+        user.as_deref(),
+        device.as_deref(),
+        &event.action,
+        event.target.as_deref(),
+        &details,
+    );
+    let hash_hex = hex::encode(hash);
+    sqlx::query(
+        "INSERT INTO audit (seq, at, actor_user_id, actor_device_id, action, target, details, \
+         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(i64_of(seq))
+    .bind(at)
+    .bind(event.actor_user_id.map(|u| u.0))
+    .bind(event.actor_device_id.map(|d| d.0))
+    .bind(&event.action)
+    .bind(&event.target)
+    .bind(&details)
+    .bind(&head_hash)
+    .bind(&hash_hex)
+    .execute(&mut *tx)
+    .await
+    .write("audit record", "audit record")?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id")
+        .bind(i64_of(seq))
+        .bind(&hash_hex)
+        .execute(&mut *tx)
+        .await
+        .be()?;
+    Ok(AuditRecord {
+        seq,
+        at,
+        actor_user_id: event.actor_user_id,
+        actor_device_id: event.actor_device_id,
+        action: event.action.clone(),
+        target: event.target.clone(),
+        details: event.details.clone(),
+        prev_hash: head_hash,
+        hash: hash_hex,
+    })
+}
+
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<AuditRecord> {
         let mut tx = self.begin().await?;
-        // The head row lock serialises appends from every node: no two records share a seq
-        // or a predecessor.
-        let (head_seq, head_hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await
-                .be()?;
-        let prev = decode_hash(&head_hash)
-            .ok_or_else(|| StoreError::Corrupt("audit head hash is malformed".into()))?;
-        let seq = u64_of(head_seq)? + 1;
-        let at = truncate_to_micros(event.at);
-        let user = event.actor_user_id.map(|u| u.to_string());
-        let device = event.actor_device_id.map(|d| d.to_string());
-        let details = canonical_details(&event.details);
-        let hash = record_hash(
-            &prev,
-            seq,
-            at,
-            user.as_deref(),
-            device.as_deref(),
-            &event.action,
-            event.target.as_deref(),
-            &details,
-        );
-        let hash_hex = hex::encode(hash);
-        sqlx::query(
-            "INSERT INTO audit (seq, at, actor_user_id, actor_device_id, action, target, details, \
-             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(i64_of(seq))
-        .bind(at)
-        .bind(event.actor_user_id.map(|u| u.0))
-        .bind(event.actor_device_id.map(|d| d.0))
-        .bind(&event.action)
-        .bind(&event.target)
-        .bind(&details)
-        .bind(&head_hash)
-        .bind(&hash_hex)
-        .execute(&mut *tx)
-        .await
-        .write("audit record", "audit record")?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id")
-            .bind(i64_of(seq))
-            .bind(&hash_hex)
-            .execute(&mut *tx)
-            .await
-            .be()?;
+        let record = append_audit_in(&mut tx, event).await?;
         tx.commit().await.be()?;
-        Ok(AuditRecord {
-            seq,
-            at,
-            actor_user_id: event.actor_user_id,
-            actor_device_id: event.actor_device_id,
-            action: event.action.clone(),
-            target: event.target.clone(),
-            details: event.details.clone(),
-            prev_hash: head_hash,
-            hash: hash_hex,
-        })
+        Ok(record)
     }
 
     async fn audit_records(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {

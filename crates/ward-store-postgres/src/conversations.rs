@@ -555,21 +555,35 @@ impl ConversationStore for PgStore {
         .fetch_all(&mut *tx)
         .await
         .be()?;
+        let envelope = Envelope {
+            conversation_id: req.conversation_id,
+            seq: u64_of(seq)?,
+            message_id: req.message_id,
+            kind: req.kind,
+            epoch: req.epoch,
+            sender_user_id: req.sender_user_id,
+            sender_device_id: req.sender_device_id,
+            client_message_id: req.client_message_id,
+            sent_at: req.sent_at,
+            payload: req.payload.clone().into(),
+        };
+        // Last, so the chain's global head lock is held only for the commit.
+        let audit_seq = match &req.audit {
+            Some(event) => Some(
+                crate::audit::append_audit_in(
+                    &mut tx,
+                    &ward_store::audit::send_event(event, &envelope),
+                )
+                .await?
+                .seq,
+            ),
+            None => None,
+        };
         tx.commit().await.be()?;
 
         Ok(AppendOutcome::Accepted {
-            envelope: Envelope {
-                conversation_id: req.conversation_id,
-                seq: u64_of(seq)?,
-                message_id: req.message_id,
-                kind: req.kind,
-                epoch: req.epoch,
-                sender_user_id: req.sender_user_id,
-                sender_device_id: req.sender_device_id,
-                client_message_id: req.client_message_id,
-                sent_at: req.sent_at,
-                payload: req.payload.clone().into(),
-            },
+            envelope,
+            audit_seq,
             epoch: u64_of(new_epoch)?,
             inbox,
             recipients: recipients.into_iter().map(DeviceId).collect(),

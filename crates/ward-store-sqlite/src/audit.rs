@@ -1,6 +1,7 @@
 //! [`AuditStore`]: the hash-chained audit log and its signed checkpoints.
 
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 use ward_proto::{AuditRecord, DeviceId, UserId};
 use ward_store::audit::{
@@ -33,68 +34,77 @@ fn record_from_row(r: &SqliteRow) -> StoreResult<AuditRecord> {
     })
 }
 
+/// Append one record inside the caller's transaction (a group-commit batch, or a send's).
+pub(crate) async fn append_audit_in(
+    tx: &mut SqliteConnection,
+    event: &AuditEvent,
+) -> StoreResult<AuditRecord> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    let (prev_seq, prev_hash) = match head {
+        None => (0, GENESIS_HASH),
+        Some(r) => {
+            let c = Cols(&r);
+            let hash = c.text("hash")?;
+            let hash = decode_hash(&hash)
+                .ok_or_else(|| StoreError::Corrupt("audit head hash is not hex".into()))?;
+            (c.u64("seq")?, hash)
+        }
+    };
+    let seq = prev_seq + 1;
+    let at = truncate_to_micros(event.at);
+    let user = event.actor_user_id.map(|u| id(u.0));
+    let device = event.actor_device_id.map(|d| id(d.0));
+    let details = canonical_details(&event.details);
+    let hash = record_hash(
+        &prev_hash,
+        seq,
+        at,
+        user.as_deref(),
+        device.as_deref(),
+        &event.action,
+        event.target.as_deref(),
+        &details,
+    );
+    let record = AuditRecord {
+        seq,
+        at,
+        actor_user_id: event.actor_user_id,
+        actor_device_id: event.actor_device_id,
+        action: event.action.clone(),
+        target: event.target.clone(),
+        // What a reader will get back from the stored canonical text.
+        details: parse_details(&details)?,
+        prev_hash: hex(&prev_hash),
+        hash: hex(&hash),
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(int(seq))
+    .bind(us(at))
+    .bind(&user)
+    .bind(&device)
+    .bind(&record.action)
+    .bind(&record.target)
+    .bind(&details)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *tx)
+    .await
+    .map_err(conflict("audit record"))?;
+    Ok(record)
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<AuditRecord> {
-        let mut tx = self.write_tx().await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
+        let event = event.clone();
+        self.group
+            .run(move |conn| Box::pin(async move { append_audit_in(conn, &event).await }))
             .await
-            .map_err(db)?;
-        let (prev_seq, prev_hash) = match head {
-            None => (0, GENESIS_HASH),
-            Some(r) => {
-                let c = Cols(&r);
-                let hash = c.text("hash")?;
-                let hash = decode_hash(&hash)
-                    .ok_or_else(|| StoreError::Corrupt("audit head hash is not hex".into()))?;
-                (c.u64("seq")?, hash)
-            }
-        };
-        let seq = prev_seq + 1;
-        let at = truncate_to_micros(event.at);
-        let user = event.actor_user_id.map(|u| id(u.0));
-        let device = event.actor_device_id.map(|d| id(d.0));
-        let details = canonical_details(&event.details);
-        let hash = record_hash(
-            &prev_hash,
-            seq,
-            at,
-            user.as_deref(),
-            device.as_deref(),
-            &event.action,
-            event.target.as_deref(),
-            &details,
-        );
-        let record = AuditRecord {
-            seq,
-            at,
-            actor_user_id: event.actor_user_id,
-            actor_device_id: event.actor_device_id,
-            action: event.action.clone(),
-            target: event.target.clone(),
-            // What a reader will get back from the stored canonical text.
-            details: parse_details(&details)?,
-            prev_hash: hex(&prev_hash),
-            hash: hex(&hash),
-        };
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(int(seq))
-        .bind(us(at))
-        .bind(&user)
-        .bind(&device)
-        .bind(&record.action)
-        .bind(&record.target)
-        .bind(&details)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict("audit record"))?;
-        tx.commit().await.map_err(db)?;
-        Ok(record)
     }
 
     async fn audit_records(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {

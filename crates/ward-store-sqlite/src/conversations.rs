@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, SqliteConnection};
 use time::OffsetDateTime;
 use ward_proto::{
     CommitLogEntry, ConversationCursor, ConversationId, DeviceId, DeviceReceipt, DeviceStatus,
@@ -18,7 +18,7 @@ use ward_store::{
 use crate::SqliteStore;
 use crate::codec::{Cols, Named, conflict, db, hex, id, int, uint, us};
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx = SqliteConnection;
 
 const CONVERSATION_COLUMNS: &str =
     "c.id, c.kind, c.ciphersuite, c.epoch, c.last_seq, c.created_by, c.direct_key, c.created_at";
@@ -85,7 +85,7 @@ async fn push_inbox(
         "UPDATE devices SET inbox_seq = inbox_seq + 1 WHERE id = ? RETURNING inbox_seq",
     )
     .bind(&dev)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(db)?
     .try_get("inbox_seq")
@@ -101,7 +101,7 @@ async fn push_inbox(
     .bind(int(commit_seq))
     .bind(payload)
     .bind(us(now))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(db)?;
     Ok(InboxItem {
@@ -131,7 +131,7 @@ async fn end_routes(
         .bind(int(seq))
         .bind(conv)
         .bind(dev)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
         if let Some(r) = row {
@@ -158,7 +158,7 @@ async fn apply_commit(
     .bind(int(epoch))
     .bind(int(seq))
     .bind(&changes.commit_hash[..])
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(conflict("commit"))?;
 
@@ -166,7 +166,7 @@ async fn apply_commit(
     for user in &changes.add_users {
         let status = sqlx::query("SELECT status FROM users WHERE id = ?")
             .bind(id(user.0))
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?
             .map(|r| Cols(&r).named::<UserStatus>("status"))
@@ -181,7 +181,7 @@ async fn apply_commit(
     for user in &changes.remove_users {
         let known = sqlx::query("SELECT 1 FROM users WHERE id = ?")
             .bind(id(user.0))
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
         if known.is_none() {
@@ -190,7 +190,7 @@ async fn apply_commit(
         sqlx::query("DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?")
             .bind(&conv)
             .bind(id(user.0))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
         let devices: Vec<String> = sqlx::query(
@@ -199,7 +199,7 @@ async fn apply_commit(
         )
         .bind(&conv)
         .bind(id(user.0))
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?
         .iter()
@@ -218,7 +218,7 @@ async fn apply_commit(
         .bind(&conv)
         .bind(id(user.0))
         .bind(int(seq))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
     }
@@ -236,7 +236,7 @@ async fn apply_commit(
             .bind(&conv)
             .bind(id(device.0))
             .bind(DeviceStatus::Active.name())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
             if ok.is_none() {
@@ -258,7 +258,7 @@ async fn apply_commit(
             .bind(&conv)
             .bind(id(device.0))
             .bind(int(seq))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
             let item = push_inbox(
@@ -426,139 +426,10 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError> {
-        let conv = id(req.conversation_id.0);
-        let sender_device = id(req.sender_device_id.0);
-        let mut tx = self.write_tx().await?;
-
-        let row = sqlx::query("SELECT epoch, last_seq FROM conversations WHERE id = ?")
-            .bind(&conv)
-            .fetch_optional(&mut *tx)
+        let req = req.clone();
+        self.group
+            .run(move |conn| Box::pin(async move { append_in(conn, &req).await }))
             .await
-            .map_err(db)?
-            .ok_or(AppendError::NotFound)?;
-        let (epoch, last_seq) = (Cols(&row).u64("epoch")?, Cols(&row).u64("last_seq")?);
-
-        // Idempotency: a retry returns the first answer.
-        let dup = sqlx::query(
-            "SELECT message_id, seq FROM envelopes WHERE conversation_id = ? \
-             AND sender_device_id = ? AND client_message_id = ?",
-        )
-        .bind(&conv)
-        .bind(&sender_device)
-        .bind(id(req.client_message_id))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if let Some(r) = dup {
-            let c = Cols(&r);
-            return Ok(AppendOutcome::Duplicate {
-                message_id: MessageId(c.uuid("message_id")?),
-                seq: c.u64("seq")?,
-                epoch,
-            });
-        }
-
-        // The sending device is routed to now, belongs to the sender, who is a member.
-        let member = sqlx::query(
-            "SELECT 1 FROM routes r JOIN devices d ON d.id = r.device_id \
-             JOIN conversation_members m ON m.conversation_id = r.conversation_id \
-             AND m.user_id = d.user_id \
-             WHERE r.conversation_id = ? AND r.device_id = ? AND r.until_seq IS NULL \
-             AND d.user_id = ? AND d.status = ?",
-        )
-        .bind(&conv)
-        .bind(&sender_device)
-        .bind(id(req.sender_user_id.0))
-        .bind(DeviceStatus::Active.name())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        if member.is_none() {
-            return Err(AppendError::NotMember);
-        }
-        if req.epoch != epoch {
-            return Err(AppendError::EpochConflict {
-                current_epoch: epoch,
-            });
-        }
-
-        let seq = last_seq + 1;
-        let envelope = Envelope {
-            conversation_id: req.conversation_id,
-            seq,
-            message_id: req.message_id,
-            kind: req.kind,
-            epoch,
-            sender_user_id: req.sender_user_id,
-            sender_device_id: req.sender_device_id,
-            client_message_id: req.client_message_id,
-            sent_at: req.sent_at,
-            payload: req.payload.clone().into(),
-        };
-        sqlx::query(
-            "INSERT INTO envelopes (conversation_id, seq, message_id, kind, epoch, \
-             sender_user_id, sender_device_id, client_message_id, sent_at, payload) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&conv)
-        .bind(int(seq))
-        .bind(id(req.message_id.0))
-        .bind(req.kind.name())
-        .bind(int(epoch))
-        .bind(id(req.sender_user_id.0))
-        .bind(&sender_device)
-        .bind(id(req.client_message_id))
-        .bind(us(req.sent_at))
-        .bind(&req.payload)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict("message"))?;
-
-        let mut new_epoch = epoch;
-        let mut inbox = Vec::new();
-        if req.kind == EnvelopeKind::Commit {
-            let empty = CommitChanges::default();
-            let changes = req.commit.as_ref().unwrap_or(&empty);
-            inbox = apply_commit(
-                &mut tx,
-                req.conversation_id,
-                epoch,
-                seq,
-                changes,
-                req.sent_at,
-            )
-            .await?;
-            new_epoch = epoch + 1;
-        }
-        sqlx::query("UPDATE conversations SET epoch = ?, last_seq = ? WHERE id = ?")
-            .bind(int(new_epoch))
-            .bind(int(seq))
-            .bind(&conv)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-
-        let recipients = sqlx::query(
-            "SELECT device_id FROM routes WHERE conversation_id = ?1 AND from_seq < ?2 \
-             AND (until_seq IS NULL OR until_seq >= ?2) AND device_id != ?3 ORDER BY device_id",
-        )
-        .bind(&conv)
-        .bind(int(seq))
-        .bind(&sender_device)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| Cols(r).uuid("device_id").map(DeviceId))
-        .collect::<StoreResult<Vec<_>>>()?;
-
-        tx.commit().await.map_err(db)?;
-        Ok(AppendOutcome::Accepted {
-            envelope,
-            epoch: new_epoch,
-            inbox,
-            recipients,
-        })
     }
 
     async fn sync(&self, device: DeviceId, limit: usize) -> StoreResult<SyncBatch> {
@@ -619,63 +490,14 @@ impl ConversationStore for SqliteStore {
         inbox_seq: Option<u64>,
         now: OffsetDateTime,
     ) -> StoreResult<()> {
-        let dev = id(device.0);
-        let (column, kind_name) = match kind {
-            ReceiptKind::Delivered => ("delivered_seq", "delivered"),
-            ReceiptKind::Read => ("read_seq", "read"),
-        };
-        let mut tx = self.write_tx().await?;
-        for cursor in cursors {
-            let conv = id(cursor.conversation_id.0);
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT r.{column} AS cur, c.last_seq FROM routes r \
-                 JOIN conversations c ON c.id = r.conversation_id \
-                 WHERE r.conversation_id = ? AND r.device_id = ?"
-            )))
-            .bind(&conv)
-            .bind(&dev)
-            .fetch_optional(&mut *tx)
+        let cursors = cursors.to_vec();
+        self.group
+            .run(move |conn| {
+                Box::pin(async move {
+                    record_receipts_in(conn, device, kind, &cursors, inbox_seq, now).await
+                })
+            })
             .await
-            .map_err(db)?;
-            // Not routed there: nothing to acknowledge.
-            let Some(row) = row else { continue };
-            let c = Cols(&row);
-            let (current, last_seq) = (c.u64("cur")?, c.u64("last_seq")?);
-            let target = cursor.seq.min(last_seq);
-            if target <= current {
-                continue;
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE routes SET {column} = ? WHERE conversation_id = ? AND device_id = ?"
-            )))
-            .bind(int(target))
-            .bind(&conv)
-            .bind(&dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            sqlx::query(
-                "INSERT INTO receipts (conversation_id, device_id, kind, up_to_seq, at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&conv)
-            .bind(&dev)
-            .bind(kind_name)
-            .bind(int(target))
-            .bind(us(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        if let (ReceiptKind::Delivered, Some(upto)) = (kind, inbox_seq) {
-            sqlx::query("DELETE FROM inbox WHERE device_id = ? AND inbox_seq <= ?")
-                .bind(&dev)
-                .bind(int(upto))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
     }
 
     async fn envelope(
@@ -754,4 +576,207 @@ impl ConversationStore for SqliteStore {
         })
         .collect()
     }
+}
+
+/// [`ConversationStore::append`] inside the caller's transaction (a group-commit batch).
+async fn append_in(tx: &mut Tx, req: &AppendRequest) -> Result<AppendOutcome, AppendError> {
+    let conv = id(req.conversation_id.0);
+    let sender_device = id(req.sender_device_id.0);
+
+    let row = sqlx::query("SELECT epoch, last_seq FROM conversations WHERE id = ?")
+        .bind(&conv)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or(AppendError::NotFound)?;
+    let (epoch, last_seq) = (Cols(&row).u64("epoch")?, Cols(&row).u64("last_seq")?);
+
+    // Idempotency: a retry returns the first answer.
+    let dup = sqlx::query(
+        "SELECT message_id, seq FROM envelopes WHERE conversation_id = ? \
+         AND sender_device_id = ? AND client_message_id = ?",
+    )
+    .bind(&conv)
+    .bind(&sender_device)
+    .bind(id(req.client_message_id))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    if let Some(r) = dup {
+        let c = Cols(&r);
+        return Ok(AppendOutcome::Duplicate {
+            message_id: MessageId(c.uuid("message_id")?),
+            seq: c.u64("seq")?,
+            epoch,
+        });
+    }
+
+    // The sending device is routed to now, belongs to the sender, who is a member.
+    let member = sqlx::query(
+        "SELECT 1 FROM routes r JOIN devices d ON d.id = r.device_id \
+         JOIN conversation_members m ON m.conversation_id = r.conversation_id \
+         AND m.user_id = d.user_id \
+         WHERE r.conversation_id = ? AND r.device_id = ? AND r.until_seq IS NULL \
+         AND d.user_id = ? AND d.status = ?",
+    )
+    .bind(&conv)
+    .bind(&sender_device)
+    .bind(id(req.sender_user_id.0))
+    .bind(DeviceStatus::Active.name())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    if member.is_none() {
+        return Err(AppendError::NotMember);
+    }
+    if req.epoch != epoch {
+        return Err(AppendError::EpochConflict {
+            current_epoch: epoch,
+        });
+    }
+
+    let seq = last_seq + 1;
+    let envelope = Envelope {
+        conversation_id: req.conversation_id,
+        seq,
+        message_id: req.message_id,
+        kind: req.kind,
+        epoch,
+        sender_user_id: req.sender_user_id,
+        sender_device_id: req.sender_device_id,
+        client_message_id: req.client_message_id,
+        sent_at: req.sent_at,
+        payload: req.payload.clone().into(),
+    };
+    sqlx::query(
+        "INSERT INTO envelopes (conversation_id, seq, message_id, kind, epoch, \
+         sender_user_id, sender_device_id, client_message_id, sent_at, payload) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&conv)
+    .bind(int(seq))
+    .bind(id(req.message_id.0))
+    .bind(req.kind.name())
+    .bind(int(epoch))
+    .bind(id(req.sender_user_id.0))
+    .bind(&sender_device)
+    .bind(id(req.client_message_id))
+    .bind(us(req.sent_at))
+    .bind(&req.payload)
+    .execute(&mut *tx)
+    .await
+    .map_err(conflict("message"))?;
+
+    let mut new_epoch = epoch;
+    let mut inbox = Vec::new();
+    if req.kind == EnvelopeKind::Commit {
+        let empty = CommitChanges::default();
+        let changes = req.commit.as_ref().unwrap_or(&empty);
+        inbox = apply_commit(tx, req.conversation_id, epoch, seq, changes, req.sent_at).await?;
+        new_epoch = epoch + 1;
+    }
+    sqlx::query("UPDATE conversations SET epoch = ?, last_seq = ? WHERE id = ?")
+        .bind(int(new_epoch))
+        .bind(int(seq))
+        .bind(&conv)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+
+    let recipients = sqlx::query(
+        "SELECT device_id FROM routes WHERE conversation_id = ?1 AND from_seq < ?2 \
+         AND (until_seq IS NULL OR until_seq >= ?2) AND device_id != ?3 ORDER BY device_id",
+    )
+    .bind(&conv)
+    .bind(int(seq))
+    .bind(&sender_device)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?
+    .iter()
+    .map(|r| Cols(r).uuid("device_id").map(DeviceId))
+    .collect::<StoreResult<Vec<_>>>()?;
+
+    let audit_seq = match &req.audit {
+        Some(event) => Some(
+            crate::audit::append_audit_in(tx, &ward_store::audit::send_event(event, &envelope))
+                .await?
+                .seq,
+        ),
+        None => None,
+    };
+    Ok(AppendOutcome::Accepted {
+        envelope,
+        epoch: new_epoch,
+        inbox,
+        recipients,
+        audit_seq,
+    })
+}
+
+/// [`ConversationStore::record_receipts`] inside the caller's transaction.
+async fn record_receipts_in(
+    tx: &mut Tx,
+    device: DeviceId,
+    kind: ReceiptKind,
+    cursors: &[ConversationCursor],
+    inbox_seq: Option<u64>,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let dev = id(device.0);
+    let (column, kind_name) = match kind {
+        ReceiptKind::Delivered => ("delivered_seq", "delivered"),
+        ReceiptKind::Read => ("read_seq", "read"),
+    };
+    for cursor in cursors {
+        let conv = id(cursor.conversation_id.0);
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT r.{column} AS cur, c.last_seq FROM routes r \
+             JOIN conversations c ON c.id = r.conversation_id \
+             WHERE r.conversation_id = ? AND r.device_id = ?"
+        )))
+        .bind(&conv)
+        .bind(&dev)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        // Not routed there: nothing to acknowledge.
+        let Some(row) = row else { continue };
+        let c = Cols(&row);
+        let (current, last_seq) = (c.u64("cur")?, c.u64("last_seq")?);
+        let target = cursor.seq.min(last_seq);
+        if target <= current {
+            continue;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE routes SET {column} = ? WHERE conversation_id = ? AND device_id = ?"
+        )))
+        .bind(int(target))
+        .bind(&conv)
+        .bind(&dev)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO receipts (conversation_id, device_id, kind, up_to_seq, at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&conv)
+        .bind(&dev)
+        .bind(kind_name)
+        .bind(int(target))
+        .bind(us(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    if let (ReceiptKind::Delivered, Some(upto)) = (kind, inbox_seq) {
+        sqlx::query("DELETE FROM inbox WHERE device_id = ? AND inbox_seq <= ?")
+            .bind(&dev)
+            .bind(int(upto))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
 }

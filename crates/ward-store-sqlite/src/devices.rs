@@ -205,26 +205,34 @@ impl SessionStore for SqliteStore {
     }
 
     async fn touch_session(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> StoreResult<()> {
-        let mut tx = self.write_tx().await?;
-        let row = sqlx::query(
-            "UPDATE sessions SET last_used_at = ? WHERE token_hash = ? RETURNING device_id",
-        )
-        .bind(us(now))
-        .bind(&token_hash[..])
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        // A session ended concurrently is not an error: there is nothing to record.
-        if let Some(row) = row {
-            let device: String = row.try_get("device_id").map_err(db)?;
-            sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
-                .bind(us(now))
-                .bind(device)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        let token_hash = *token_hash;
+        // Every active device touches its session every few seconds: batch them.
+        self.group
+            .run(move |tx| {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "UPDATE sessions SET last_used_at = ? WHERE token_hash = ? \
+                         RETURNING device_id",
+                    )
+                    .bind(us(now))
+                    .bind(&token_hash[..])
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    // A session ended concurrently is not an error: there is nothing to record.
+                    if let Some(row) = row {
+                        let device: String = row.try_get("device_id").map_err(db)?;
+                        sqlx::query("UPDATE devices SET last_seen_at = ? WHERE id = ?")
+                            .bind(us(now))
+                            .bind(device)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {

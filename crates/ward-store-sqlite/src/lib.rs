@@ -15,6 +15,7 @@ mod audit;
 mod codec;
 mod conversations;
 mod devices;
+mod group;
 mod org;
 mod users;
 
@@ -44,6 +45,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for single-statement reads.
     reader: SqlitePool,
+    /// The hot-path writes (sends, audit records, receipts), batched into shared
+    /// transactions on `writer`.
+    group: group::GroupCommit,
     /// Something that must live as long as the store (see [`SqliteStore::with_guard`]).
     guard: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -107,6 +111,7 @@ impl SqliteStore {
                 .map_err(db)?
         };
         Ok(Self {
+            group: group::GroupCommit::start(writer.clone()),
             writer,
             reader,
             guard: None,
@@ -118,6 +123,12 @@ impl SqliteStore {
     pub fn with_guard(mut self, guard: impl Any + Send + Sync) -> Self {
         self.guard = Some(Arc::new(guard));
         self
+    }
+
+    /// Group commit so far: (transactions, operations in them). Their ratio is the mean batch
+    /// size; for benchmarks and diagnostics.
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.counts()
     }
 
     /// Close every connection, checkpointing the WAL. Pending writes are already durable;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use ward_proto::{AuditRecord, AuditVerifyReport};
 
-use crate::AuditCheckpoint;
+use crate::{AuditCheckpoint, AuditEvent};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -87,6 +87,17 @@ pub fn recompute(record: &AuditRecord) -> Option<[u8; 32]> {
         record.target.as_deref(),
         &canonical_details(&record.details),
     ))
+}
+
+/// The audit record of an accepted send (see [`crate::AppendRequest::audit`]): `event` with
+/// the message id as target and the assigned `seq` in its details.
+pub fn send_event(event: &AuditEvent, envelope: &ward_proto::Envelope) -> AuditEvent {
+    let mut event = event.clone();
+    event.target = Some(envelope.message_id.to_string());
+    if let serde_json::Value::Object(details) = &mut event.details {
+        details.insert("seq".into(), envelope.seq.into());
+    }
+    event
 }
 
 /// The bytes a checkpoint signature covers.

@@ -94,6 +94,7 @@ macro_rules! conformance_tests {
             receipts_and_cursors,
             commit_log_and_envelope_bytes,
             append_concurrent_seqs_gap_free,
+            append_with_audit_mixed_outcomes,
             audit_chain_and_pagination,
             audit_checkpoints,
             audit_concurrent_appends_chain,
@@ -245,6 +246,7 @@ pub fn app(
         payload: payload.to_vec(),
         sent_at: now(),
         commit: None,
+        audit: None,
     }
 }
 
@@ -287,6 +289,7 @@ pub async fn accept(store: &dyn Store, req: &AppendRequest) -> Accepted {
             epoch,
             inbox,
             recipients,
+            ..
         }) => Accepted {
             seq: envelope.seq,
             epoch,
@@ -1871,6 +1874,98 @@ pub async fn append_concurrent_seqs_gap_free(store: Arc<dyn Store>) {
     let alice_sees = synced_seqs(&*store, p.a.id).await;
     let bob_sees = synced_seqs(&*store, p.b.id).await;
     assert_eq!((alice_sees.len(), bob_sees.len()), (50, 50));
+}
+
+/// Accepted sends, duplicates, stale epochs and non-members submitted at once (one group-commit
+/// batch where a backend batches): each gets its own answer, only accepted sends write an
+/// envelope and an audit record (target = message id, `seq` in the details), and the chain
+/// stays intact.
+pub async fn append_with_audit_mixed_outcomes(store: Arc<dyn Store>) {
+    let p = pair(&*store).await;
+    let (carol, c_dev, _) = active_user(&*store, "carol").await;
+    let first = accept(&*store, &app(p.conv.id, p.alice.id, p.a.id, 1, b"first")).await;
+    let audited = |mut req: AppendRequest, i: u64| {
+        req.audit = Some(AuditEvent {
+            action: "message.send".into(),
+            target: None,
+            ..event(i)
+        });
+        req
+    };
+    let duplicate_of = app(p.conv.id, p.alice.id, p.a.id, 1, b"first");
+    let duplicate = AppendRequest {
+        client_message_id: duplicate_of.client_message_id,
+        ..duplicate_of.clone()
+    };
+    accept(&*store, &duplicate_of).await;
+    let before = all_audit(&*store).await.len();
+
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        let s = store.clone();
+        let req = match i % 4 {
+            0 | 1 => audited(app(p.conv.id, p.bob.id, p.b.id, 1, &i.to_be_bytes()), i),
+            2 => audited(
+                AppendRequest {
+                    message_id: MessageId::random(),
+                    ..duplicate.clone()
+                },
+                i,
+            ),
+            _ if i % 8 == 3 => audited(app(p.conv.id, p.bob.id, p.b.id, 0, b"stale"), i),
+            _ => audited(app(p.conv.id, carol.id, c_dev.id, 1, b"outsider"), i),
+        };
+        tasks.push(tokio::spawn(async move {
+            (i, req.clone(), s.append(&req).await)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for t in tasks {
+        let (i, req, outcome) = t.await.unwrap();
+        match (i % 4, outcome) {
+            (
+                0 | 1,
+                Ok(AppendOutcome::Accepted {
+                    envelope,
+                    audit_seq,
+                    ..
+                }),
+            ) => {
+                assert_eq!(envelope.message_id, req.message_id);
+                accepted.push((envelope, audit_seq.expect("audit record written")));
+            }
+            (2, Ok(AppendOutcome::Duplicate { message_id, .. })) => {
+                assert_eq!(message_id, duplicate_of.message_id);
+            }
+            (3, Err(AppendError::EpochConflict { current_epoch })) if i % 8 == 3 => {
+                assert_eq!(current_epoch, 1);
+            }
+            (3, Err(AppendError::NotMember)) => {}
+            (_, other) => panic!("request {i}: unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 20);
+    let records = all_audit(&*store).await;
+    assert_eq!(
+        records.len(),
+        before + 20,
+        "one record per accepted send only"
+    );
+    for (envelope, audit_seq) in &accepted {
+        let r = records
+            .iter()
+            .find(|r| r.seq == *audit_seq)
+            .expect("record at audit_seq");
+        assert_eq!(r.action, "message.send");
+        assert_eq!(r.target, Some(envelope.message_id.to_string()));
+        assert_eq!(r.details["seq"], serde_json::json!(envelope.seq));
+    }
+    let mut seqs: Vec<u64> = accepted.iter().map(|(e, _)| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (first.seq + 2..first.seq + 22).collect::<Vec<_>>());
+    assert_eq!(conv_state(&*store, p.conv.id).await, (1, first.seq + 21));
+    let report = verify(&records, &[]);
+    assert!(report.ok, "chain intact: {report:?}");
 }
 
 // ---------------------------------------------------------------------------------------

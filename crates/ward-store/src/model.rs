@@ -250,6 +250,11 @@ pub struct AppendRequest {
     pub sent_at: OffsetDateTime,
     /// For commits.
     pub commit: Option<CommitChanges>,
+    /// The audit record of the send, written in the same transaction when the envelope is
+    /// accepted (never for a duplicate), so an acknowledged message always has its record and
+    /// a send costs one durable write. The store sets `target` to the message id and adds the
+    /// assigned `seq` to `details` (which must be a JSON object).
+    pub audit: Option<AuditEvent>,
 }
 
 /// An appended (or found) envelope.
@@ -265,6 +270,8 @@ pub enum AppendOutcome {
         inbox: Vec<(DeviceId, ward_proto::InboxItem)>,
         /// Devices the envelope is routed to (active in the conversation, sender excluded).
         recipients: Vec<DeviceId>,
+        /// Sequence number of the audit record written with it, if one was requested.
+        audit_seq: Option<u64>,
     },
     /// The same client message id was accepted before; nothing stored now.
     Duplicate {

@@ -28,36 +28,54 @@ impl AuditLog {
         Self { store, keys, clock }
     }
 
+    /// The event for one record, for a store operation that writes it in its own
+    /// transaction (a send). Details hold ids, sizes and reasons, never content.
+    pub fn event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<String>,
+        mut details: serde_json::Value,
+    ) -> AuditEvent {
+        if let serde_json::Value::Object(m) = &mut details {
+            m.insert("via".into(), actor.via.into());
+        }
+        AuditEvent {
+            at: self.clock.now(),
+            actor_user_id: actor.user_id,
+            actor_device_id: actor.device_id,
+            action: action.to_owned(),
+            target,
+            details,
+        }
+    }
+
     /// Append one record. Details hold ids, sizes and reasons, never content.
     pub async fn record(
         &self,
         actor: &Actor,
         action: &str,
         target: Option<String>,
-        mut details: serde_json::Value,
+        details: serde_json::Value,
     ) -> ApiResult<()> {
-        if let serde_json::Value::Object(m) = &mut details {
-            m.insert("via".into(), actor.via.into());
-        }
         let rec = self
             .store
-            .append_audit(&AuditEvent {
-                at: self.clock.now(),
-                actor_user_id: actor.user_id,
-                actor_device_id: actor.device_id,
-                action: action.to_owned(),
-                target,
-                details,
-            })
+            .append_audit(&self.event(actor, action, target, details))
             .await?;
-        if rec.seq % CHECKPOINT_EVERY == 0
+        self.appended(rec.seq).await;
+        Ok(())
+    }
+
+    /// Call after a record with `seq` was written (by [`Self::record`] or a store operation):
+    /// signs a checkpoint every [`CHECKPOINT_EVERY`] records.
+    pub async fn appended(&self, seq: u64) {
+        if seq.is_multiple_of(CHECKPOINT_EVERY)
             && let Err(e) = self.checkpoint().await
         {
             // The record itself is durable; a failed checkpoint is retried by the timer and
             // must not turn a completed operation into an error for the caller.
             tracing::warn!(error = %e, "audit checkpoint failed; will retry");
         }
-        Ok(())
     }
 
     /// Sign the current head unless it is already checkpointed.

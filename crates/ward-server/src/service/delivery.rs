@@ -281,6 +281,26 @@ impl Services {
                 .map(|w| (w.payload.0.clone(), w.devices.clone())),
         });
         let size = req.payload.len();
+        let mut details = serde_json::json!({
+            "conversation_id": id, "kind": req.kind, "size": size, "epoch": req.epoch,
+        });
+        if !req.labels.is_empty() {
+            details["phi_labels"] = serde_json::json!(req.labels);
+        }
+        if req.kind == EnvelopeKind::Commit {
+            details["added_users"] = serde_json::json!(req.add_users);
+            details["removed_users"] = serde_json::json!(req.remove_users);
+            details["removed_devices"] = serde_json::json!(req.remove_devices);
+            details["welcomed_devices"] = serde_json::json!(
+                req.welcome
+                    .as_ref()
+                    .map(|w| w.devices.clone())
+                    .unwrap_or_default()
+            );
+        }
+        // The store writes the audit record in the send's own transaction (target and seq
+        // filled in), so an acknowledged message always has its record.
+        let audit = self.audit.event(&s.actor(), "message.send", None, details);
         let outcome = self
             .store
             .append(&AppendRequest {
@@ -294,6 +314,7 @@ impl Services {
                 payload: req.payload.0,
                 sent_at: self.now(),
                 commit,
+                audit: Some(audit),
             })
             .await;
         let outcome = match outcome {
@@ -322,6 +343,7 @@ impl Services {
                 epoch,
                 inbox,
                 recipients,
+                audit_seq,
             } => {
                 self.metrics
                     .envelopes_accepted
@@ -330,31 +352,6 @@ impl Services {
                     })
                     .inc();
                 self.metrics.envelope_bytes.inc_by(size as u64);
-                let mut details = serde_json::json!({
-                    "conversation_id": id, "seq": envelope.seq, "kind": req.kind, "size": size, "epoch": req.epoch,
-                });
-                if !req.labels.is_empty() {
-                    details["phi_labels"] = serde_json::json!(req.labels);
-                }
-                if req.kind == EnvelopeKind::Commit {
-                    details["added_users"] = serde_json::json!(req.add_users);
-                    details["removed_users"] = serde_json::json!(req.remove_users);
-                    details["removed_devices"] = serde_json::json!(req.remove_devices);
-                    details["welcomed_devices"] = serde_json::json!(
-                        req.welcome
-                            .as_ref()
-                            .map(|w| w.devices.clone())
-                            .unwrap_or_default()
-                    );
-                }
-                self.audit
-                    .record(
-                        &s.actor(),
-                        "message.send",
-                        Some(envelope.message_id.to_string()),
-                        details,
-                    )
-                    .await?;
                 let resp = SendEnvelopeResponse {
                     message_id: envelope.message_id,
                     seq: envelope.seq,
@@ -365,6 +362,9 @@ impl Services {
                     .publish(&recipients, &ServerEvent::Envelope(envelope));
                 for (device, item) in inbox {
                     self.hub.publish(&[device], &ServerEvent::Inbox(item));
+                }
+                if let Some(seq) = audit_seq {
+                    self.audit.appended(seq).await;
                 }
                 Ok(resp)
             }
