@@ -39,6 +39,8 @@ use ward_proto::{CreateUserRequest, Role, SendEnvelopeResponse, SyncResponse, Us
 use ward_server::config::{Config, Overrides, RawConfig};
 use ward_server::service::Actor;
 
+mod connections;
+
 const PASSWORD: &str = "bench password for the ward load generator";
 const CIPHERSUITE: u16 = 0x004D;
 const SMALL: usize = 512;
@@ -79,6 +81,13 @@ pub struct BenchArgs {
     /// Fail when the WebSocket pushes envelopes of a conversation out of seq order.
     #[arg(long)]
     strict_order: bool,
+    /// Instead of the chat workload: hold this many idle authenticated TLS WebSockets against a
+    /// `ward serve` child process and report its memory per connection.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    idle_connections: Option<u32>,
+    /// With `--idle-connections`: how long to hold them idle before measuring, seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -928,6 +937,19 @@ async fn create_conversations(
 
 /// `ward bench`.
 pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.idle_connections {
+        let report = connections::run(n as usize, args.idle_secs, json_out).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            connections::print_summary(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let started = Instant::now();
     let mut notes = vec![
         "server-only mode: opaque pre-made payloads, no MLS".to_owned(),

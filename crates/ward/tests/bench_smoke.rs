@@ -68,3 +68,59 @@ fn bench_small_run_loses_and_duplicates_nothing() {
         started.elapsed()
     );
 }
+
+/// `ward bench --idle-connections` at a small scale: a real `ward serve` child with TLS, every
+/// connection authenticated, held, and alive at the end; memory is reported; the hybrid
+/// post-quantum key exchange is what was negotiated.
+#[test]
+fn idle_connections_are_held_and_measured() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .env("WARD_LOG", "error")
+        .env_remove("WARD_MASTER_KEY")
+        .args([
+            "bench",
+            "--idle-connections",
+            "150",
+            "--idle-secs",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ward bench failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {stdout}\nstderr: {stderr}");
+    });
+    assert_eq!(report["connections"], 150, "{report}");
+    assert_eq!(report["alive_at_end"], 150, "{report}");
+    assert!(
+        report["server_rss_after_kib"].as_u64().unwrap()
+            >= report["server_rss_before_kib"].as_u64().unwrap() / 2,
+        "{report}"
+    );
+    assert!(
+        report["server_kib_per_connection"].as_f64().is_some(),
+        "{report}"
+    );
+    assert_eq!(report["key_exchange"], "X25519MLKEM768", "{report}");
+}
+
+/// Asking for more connections than the file-descriptor limit allows is refused up front,
+/// naming the limit.
+#[test]
+fn idle_connections_beyond_the_fd_limit_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .env("WARD_LOG", "error")
+        .args(["bench", "--idle-connections", "4000000000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("file descriptors"), "{stderr}");
+}
