@@ -15,6 +15,7 @@ mod audit;
 mod codec;
 mod conversations;
 mod devices;
+mod journal;
 mod org;
 mod users;
 

@@ -39,6 +39,9 @@ use ward_proto::{
     InboxKind, MessageId, Role, UserId, UserStatus, Username,
 };
 
+mod journal;
+pub use journal::*;
+
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
     AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, CommitChanges,
@@ -97,6 +100,9 @@ macro_rules! conformance_tests {
             audit_chain_and_pagination,
             audit_checkpoints,
             audit_concurrent_appends_chain,
+            journal_keys_install_and_list,
+            journal_copies_archived_with_envelopes,
+            journal_query_filters_and_pages,
         );
     };
 }
@@ -245,6 +251,7 @@ pub fn app(
         payload: payload.to_vec(),
         sent_at: now(),
         commit: None,
+        journal: None,
     }
 }
 
