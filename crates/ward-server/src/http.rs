@@ -227,6 +227,8 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             axum::routing::put(handlers::admin_set_dlp_policy),
         )
         .route("/v1/dlp-policy", get(handlers::dlp_policy))
+        .route("/v1/journal-keys", get(handlers::journal_keys))
+        .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -30,7 +30,7 @@ use crate::service::{AuthSession, DeviceScope, Services};
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
         admin_revoke_device, admin_audit, admin_audit_verify, admin_policy, admin_update_policy,
-        dlp_policy, admin_set_dlp_policy,
+        dlp_policy, admin_set_dlp_policy, journal_keys, journal_mismatch,
         super::ws::upgrade
     ),
     components(schemas(ErrorBody)),
@@ -553,5 +553,28 @@ pub async fn admin_set_dlp_policy(
     AppJson(doc): AppJson<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
     s.set_dlp_policy(&session.actor(), doc).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The organisation's journal public keys, oldest first, each signed by the organisation CA
+/// (any session). Senders seal each application message's journal copy to the newest.
+#[utoipa::path(get, path = "/v1/journal-keys", security(("bearer" = [])), responses((status = 200, body = ward_proto::JournalKeyList)))]
+pub async fn journal_keys(
+    State(s): State<Arc<Services>>,
+    _session: AuthSession,
+) -> ApiResult<Json<ward_proto::JournalKeyList>> {
+    Ok(Json(s.signed_journal_keys().await?))
+}
+
+/// Report a message refused because its journal copy does not match (member of the
+/// conversation); recorded in the audit log as `journal.mismatch`.
+#[utoipa::path(post, path = "/v1/journal/mismatch", security(("bearer" = [])), request_body = ward_proto::JournalMismatchReport,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn journal_mismatch(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(report): AppJson<ward_proto::JournalMismatchReport>,
+) -> ApiResult<StatusCode> {
+    s.report_journal_mismatch(&session, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
