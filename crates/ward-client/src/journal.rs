@@ -79,7 +79,9 @@ pub fn write_journal_key_file(
             path.display()
         )));
     }
-    let io = |e: std::io::Error| WardError::InvalidInput(format!("cannot write {}: {e}", path.display()));
+    let io = |e: std::io::Error| {
+        WardError::InvalidInput(format!("cannot write {}: {e}", path.display()))
+    };
     let mut f = crate::profile::private_file(path).map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
     f.sync_all().map_err(io)
@@ -91,7 +93,8 @@ pub fn read_journal_key_file(path: &Path, passphrase: &str) -> Result<JournalKey
     let bytes = std::fs::read(path)
         .map_err(|e| WardError::InvalidInput(format!("cannot read {}: {e}", path.display())))?;
     let header = KEY_FILE_MAGIC.len() + KEY_FILE_SALT_LEN + KEY_FILE_NONCE_LEN;
-    if bytes.len() != header + JOURNAL_SEED_LEN + 16 || &bytes[..KEY_FILE_MAGIC.len()] != KEY_FILE_MAGIC
+    if bytes.len() != header + JOURNAL_SEED_LEN + 16
+        || &bytes[..KEY_FILE_MAGIC.len()] != KEY_FILE_MAGIC
     {
         return Err(WardError::InvalidInput(format!(
             "{} is not a Ward journal private key file",
@@ -177,7 +180,8 @@ impl WardClient {
         conversation: ConversationId,
         content: &mut MessageContent,
     ) -> Result<Option<JournalCopy>, WardError> {
-        let journal_err = |e: ward_core::journal::JournalError| WardError::InvalidInput(e.to_string());
+        let journal_err =
+            |e: ward_core::journal::JournalError| WardError::InvalidInput(e.to_string());
         let marker = match JournalMarker::of(content).map_err(journal_err)? {
             Some(m) => {
                 if self.journal.key(&m.key_id).is_none() {
@@ -189,7 +193,11 @@ impl WardClient {
                 if !self.journal.loaded {
                     self.refresh_journal_keys().await?;
                 }
-                let Some(current) = self.journal.current.as_ref().and_then(|id| self.journal.key(id))
+                let Some(current) = self
+                    .journal
+                    .current
+                    .as_ref()
+                    .and_then(|id| self.journal.key(id))
                 else {
                     return Ok(None);
                 };
@@ -314,7 +322,11 @@ mod tests {
         let other = JournalKeyPair::generate(&mut rand::rngs::OsRng).unwrap();
         assert!(write_journal_key_file(&path, &other, "journal passphrase 1").is_err());
         let still = read_journal_key_file(&path, "journal passphrase 1").unwrap();
-        assert_eq!(still.public(), pair.public(), "the existing key is untouched");
+        assert_eq!(
+            still.public(),
+            pair.public(),
+            "the existing key is untouched"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

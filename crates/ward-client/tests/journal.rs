@@ -96,7 +96,11 @@ async fn journal_copies_open_to_what_recipients_read_and_forgeries_are_caught() 
         .await
         .unwrap();
     let report = bob.sync().await.unwrap();
-    assert!(report.journal_mismatches.is_empty(), "{:?}", report.warnings);
+    assert!(
+        report.journal_mismatches.is_empty(),
+        "{:?}",
+        report.warnings
+    );
     let read: Vec<_> = report.messages.iter().map(|m| m.text.clone()).collect();
     assert_eq!(read, vec![text.to_owned()]);
     let entries = archive(&server).await;
@@ -115,16 +119,32 @@ async fn journal_copies_open_to_what_recipients_read_and_forgeries_are_caught() 
     alice.dangerous_forge_next_journal_copy(decoy);
     let secret = "Off the record: patient in 12 is a VIP";
     let forged = alice
-        .send_text(Target::Conversation(sent.conversation_id), secret, Priority::Routine)
+        .send_text(
+            Target::Conversation(sent.conversation_id),
+            secret,
+            Priority::Routine,
+        )
         .await
         .unwrap();
     let report = bob.sync().await.unwrap();
-    assert!(report.messages.is_empty(), "the forged message is not shown");
+    assert!(
+        report.messages.is_empty(),
+        "the forged message is not shown"
+    );
     assert_eq!(report.journal_mismatches.len(), 1);
     assert_eq!(report.journal_mismatches[0].message_id, forged.message_id);
-    assert!(report.warnings.iter().any(|w| w.contains("journal")), "{:?}", report.warnings);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("journal")),
+        "{:?}",
+        report.warnings
+    );
     assert!(bob.history().iter().all(|m| m.text != secret));
-    let audit = server.services.store.audit_records(0, 10_000).await.unwrap();
+    let audit = server
+        .services
+        .store
+        .audit_records(0, 10_000)
+        .await
+        .unwrap();
     let mismatch: Vec<_> = audit
         .iter()
         .filter(|r| r.action == "journal.mismatch")
@@ -151,11 +171,19 @@ async fn journal_copies_open_to_what_recipients_read_and_forgeries_are_caught() 
         .unwrap();
     let after = "After rotation: recheck K+ at 14:00";
     let rotated = alice
-        .send_text(Target::Conversation(sent.conversation_id), after, Priority::Routine)
+        .send_text(
+            Target::Conversation(sent.conversation_id),
+            after,
+            Priority::Routine,
+        )
         .await
         .unwrap();
     let report = bob.sync().await.unwrap();
-    assert!(report.journal_mismatches.is_empty(), "{:?}", report.warnings);
+    assert!(
+        report.journal_mismatches.is_empty(),
+        "{:?}",
+        report.warnings
+    );
     assert_eq!(report.messages.len(), 1);
     assert_eq!(report.messages[0].text, after);
     let entry = archive(&server)
@@ -173,12 +201,20 @@ async fn journal_copies_open_to_what_recipients_read_and_forgeries_are_caught() 
         Err(JournalError::Open)
     ));
     assert_eq!(
-        text_of(&key1.open(entries[0].copy.ciphertext.as_slice()).unwrap().content),
+        text_of(
+            &key1
+                .open(entries[0].copy.ciphertext.as_slice())
+                .unwrap()
+                .content
+        ),
         text
     );
 
     // Neither the server's files nor the archive hold the plaintext.
     for t in [text, secret, after] {
-        assert!(!files_contain(server.data_dir.path(), t.as_bytes()), "{t:?} on the server");
+        assert!(
+            !files_contain(server.data_dir.path(), t.as_bytes()),
+            "{t:?} on the server"
+        );
     }
 }

@@ -670,7 +670,10 @@ impl Client {
         &mut self,
         conversation: ConversationId,
         message: &[u8],
-        journal: Option<(&ward_proto::JournalCopy, Option<&crate::journal::JournalPublicKey>)>,
+        journal: Option<(
+            &ward_proto::JournalCopy,
+            Option<&crate::journal::JournalPublicKey>,
+        )>,
     ) -> Result<Processed, CoreError> {
         let group = self
             .groups
@@ -1033,7 +1036,10 @@ fn check_journal(
     sender: &DeviceCredential,
     plaintext: &[u8],
     content: &MessageContent,
-    journal: Option<(&ward_proto::JournalCopy, Option<&crate::journal::JournalPublicKey>)>,
+    journal: Option<(
+        &ward_proto::JournalCopy,
+        Option<&crate::journal::JournalPublicKey>,
+    )>,
 ) -> Result<(), CoreError> {
     use crate::journal::{JournalError, JournalMarker, JournalRecord, verify_copy};
     let marker = JournalMarker::of(content).map_err(CoreError::JournalMismatch)?;
@@ -1060,8 +1066,14 @@ fn check_journal(
                 sender_device_id: sender.device_id,
                 content: plaintext.to_vec(),
             };
-            verify_copy(key, &marker, &record, &copy.key_id, copy.ciphertext.as_slice())
-                .map_err(CoreError::JournalMismatch)
+            verify_copy(
+                key,
+                &marker,
+                &record,
+                &copy.key_id,
+                copy.ciphertext.as_slice(),
+            )
+            .map_err(CoreError::JournalMismatch)
         }
     }
 }

@@ -57,7 +57,9 @@ pub enum JournalError {
     #[error("invalid journal key: {0}")]
     InvalidKey(&'static str),
     /// The copy does not open with this private key: another key, or altered bytes.
-    #[error("the journal copy does not open with this key (wrong journal key, or the copy was altered)")]
+    #[error(
+        "the journal copy does not open with this key (wrong journal key, or the copy was altered)"
+    )]
     Open,
     /// The decrypted record is not a journal record of this version.
     #[error("the journal record is malformed: {0}")]
@@ -81,7 +83,9 @@ impl JournalPublicKey {
     /// Wraps an X-Wing public key and computes its key id. Refuses a key of the wrong length.
     pub fn from_bytes(public_key: Vec<u8>) -> Result<Self, JournalError> {
         if public_key.len() != JOURNAL_PUBLIC_KEY_LEN {
-            return Err(JournalError::InvalidKey("an X-Wing public key is 1216 bytes"));
+            return Err(JournalError::InvalidKey(
+                "an X-Wing public key is 1216 bytes",
+            ));
         }
         Ok(Self {
             key_id: key_id_of(&public_key),
@@ -94,14 +98,20 @@ impl JournalPublicKey {
     pub fn verify(signed: &SignedJournalKey, org_ca: &[u8; 32]) -> Result<Self, JournalError> {
         let key = Self::from_bytes(signed.public_key.0.clone())?;
         if key.key_id != signed.key_id {
-            return Err(JournalError::InvalidKey("the key id does not match the key"));
+            return Err(JournalError::InvalidKey(
+                "the key id does not match the key",
+            ));
         }
         let ca = ed25519_dalek::VerifyingKey::from_bytes(org_ca)
             .map_err(|_| JournalError::InvalidKey("the organisation CA key is invalid"))?;
         let signature = ed25519_dalek::Signature::from_slice(signed.signature.as_slice())
             .map_err(|_| JournalError::InvalidKey("the signature is malformed"))?;
         ca.verify_strict(
-            &SignedJournalKey::signed_bytes(&signed.key_id, &signed.public_key.0, signed.created_at),
+            &SignedJournalKey::signed_bytes(
+                &signed.key_id,
+                &signed.public_key.0,
+                signed.created_at,
+            ),
             &signature,
         )
         .map_err(|_| JournalError::InvalidKey("not signed by the organisation CA"))?;
@@ -310,7 +320,9 @@ impl JournalMarker {
         let marker: Self = serde_json::from_value(value.clone())
             .map_err(|_| JournalError::Mismatch("the message's journal field is malformed"))?;
         if marker.seed.len() != JOURNAL_SEED_LEN {
-            return Err(JournalError::Mismatch("the message's journal seed is not 32 bytes"));
+            return Err(JournalError::Mismatch(
+                "the message's journal seed is not 32 bytes",
+            ));
         }
         Ok(Some(marker))
     }
@@ -349,7 +361,9 @@ pub fn seal(
     record: &JournalRecord,
 ) -> Result<Vec<u8>, JournalError> {
     if marker.key_id != key.key_id {
-        return Err(JournalError::Mismatch("the marker names another journal key"));
+        return Err(JournalError::Mismatch(
+            "the marker names another journal key",
+        ));
     }
     let seed = marker.seed()?;
     let prng = HpkeLibcruxPrng::try_from_seed(*seed)
@@ -435,7 +449,10 @@ mod tests {
         let r = record(br#"{"v":1,"body":{"type":"text","text":"hello"}}"#);
         let a = seal(keys.public(), &marker, &r).expect("seal");
         let b = seal(keys.public(), &marker, &r).expect("seal");
-        assert_eq!(a, b, "derandomized: same seed, key and record give the same bytes");
+        assert_eq!(
+            a, b,
+            "derandomized: same seed, key and record give the same bytes"
+        );
         assert_eq!(keys.open(&a).expect("open"), r);
         let other = JournalMarker::generate(keys.public(), &mut StdRng::seed_from_u64(10));
         assert_ne!(seal(keys.public(), &other, &r).expect("seal"), a);
@@ -461,9 +478,15 @@ mod tests {
         for i in [0, JOURNAL_ENC_LEN, copy.len() - 1] {
             let mut bad = copy.clone();
             bad[i] ^= 1;
-            assert!(matches!(keys.open(&bad), Err(JournalError::Open)), "byte {i}");
+            assert!(
+                matches!(keys.open(&bad), Err(JournalError::Open)),
+                "byte {i}"
+            );
         }
-        assert!(matches!(keys.open(&copy[..JOURNAL_ENC_LEN]), Err(JournalError::Open)));
+        assert!(matches!(
+            keys.open(&copy[..JOURNAL_ENC_LEN]),
+            Err(JournalError::Open)
+        ));
         assert!(matches!(keys.open(&[]), Err(JournalError::Open)));
     }
 
@@ -474,7 +497,13 @@ mod tests {
         let read = record(b"what the recipient read");
         let forged = seal(keys.public(), &marker, &record(b"something else")).expect("seal");
         assert!(matches!(
-            verify_copy(keys.public(), &marker, &read, keys.public().key_id(), &forged),
+            verify_copy(
+                keys.public(),
+                &marker,
+                &read,
+                keys.public().key_id(),
+                &forged
+            ),
             Err(JournalError::Mismatch(_))
         ));
         let mut other_sender = read.clone();
@@ -482,9 +511,26 @@ mod tests {
         let copy = seal(keys.public(), &marker, &other_sender).expect("seal");
         assert!(verify_copy(keys.public(), &marker, &read, keys.public().key_id(), &copy).is_err());
         let good = seal(keys.public(), &marker, &read).expect("seal");
-        assert!(verify_copy(keys.public(), &marker, &read, "0".repeat(32).as_str(), &good).is_err());
-        assert!(verify_copy(keys.public(), &marker, &read, keys.public().key_id(), &good[1..])
-            .is_err());
+        assert!(
+            verify_copy(
+                keys.public(),
+                &marker,
+                &read,
+                "0".repeat(32).as_str(),
+                &good
+            )
+            .is_err()
+        );
+        assert!(
+            verify_copy(
+                keys.public(),
+                &marker,
+                &read,
+                keys.public().key_id(),
+                &good[1..]
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -502,8 +548,13 @@ mod tests {
             signature: Bytes(sig.to_bytes().to_vec()),
         };
         let ca_pub = ca.verifying_key().to_bytes();
-        assert_eq!(&JournalPublicKey::verify(&signed, &ca_pub).expect("ok"), keys.public());
-        let other_ca = ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key().to_bytes();
+        assert_eq!(
+            &JournalPublicKey::verify(&signed, &ca_pub).expect("ok"),
+            keys.public()
+        );
+        let other_ca = ed25519_dalek::SigningKey::from_bytes(&[8; 32])
+            .verifying_key()
+            .to_bytes();
         assert!(JournalPublicKey::verify(&signed, &other_ca).is_err());
         let mut later = signed.clone();
         later.created_at = at + time::Duration::seconds(1);
@@ -537,7 +588,9 @@ mod tests {
         let back = crate::MessageContent::from_bytes(&content.to_bytes().expect("encode"))
             .expect("decode");
         assert_eq!(JournalMarker::of(&back).expect("some"), Some(marker));
-        content.extra.insert(CONTENT_FIELD.into(), serde_json::json!({"key_id": 1}));
+        content
+            .extra
+            .insert(CONTENT_FIELD.into(), serde_json::json!({"key_id": 1}));
         assert!(JournalMarker::of(&content).is_err());
     }
 

@@ -25,7 +25,10 @@ async fn group(server: &TestServer) -> (TestUser, TestUser, String) {
     let alice = server.enroll("alice", Role::Physician).await;
     let bob = server.enroll("bob", Role::Nurse).await;
     let (s, b) = alice
-        .post("/v1/conversations", json!({"kind": "group", "ciphersuite": 0x004D}))
+        .post(
+            "/v1/conversations",
+            json!({"kind": "group", "ciphersuite": 0x004D}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let conv = b["conversation_id"].as_str().unwrap().to_owned();
@@ -72,7 +75,10 @@ fn assert_invalid(s: StatusCode, b: &Value, needle: &str) {
 async fn installing_keys_validates_and_audits() {
     let server = TestServer::start().await;
     let svc = &server.services;
-    let e = svc.set_journal_key(&Actor::cli(), vec![1; 32]).await.unwrap_err();
+    let e = svc
+        .set_journal_key(&Actor::cli(), vec![1; 32])
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), StatusCode::BAD_REQUEST);
     assert!(e.body().error.message.contains("1216 bytes"));
     let nurse = Actor {
@@ -80,17 +86,30 @@ async fn installing_keys_validates_and_audits() {
         ..Actor::cli()
     };
     assert_eq!(
-        svc.set_journal_key(&nurse, key(1)).await.unwrap_err().status(),
+        svc.set_journal_key(&nurse, key(1))
+            .await
+            .unwrap_err()
+            .status(),
         StatusCode::FORBIDDEN
     );
     let k = svc.set_journal_key(&Actor::cli(), key(1)).await.unwrap();
     assert_eq!(k.key_id, journal_key_id(&key(1)));
-    let again = svc.set_journal_key(&Actor::cli(), key(1)).await.unwrap_err();
+    let again = svc
+        .set_journal_key(&Actor::cli(), key(1))
+        .await
+        .unwrap_err();
     assert_eq!(again.status(), StatusCode::CONFLICT);
-    assert_eq!(svc.store.journal_keys().await.unwrap().len(), 1, "nothing changed");
+    assert_eq!(
+        svc.store.journal_keys().await.unwrap().len(),
+        1,
+        "nothing changed"
+    );
     let audit = svc.store.audit_records(0, 1000).await.unwrap();
     assert_eq!(
-        audit.iter().filter(|r| r.action == "journal.key_install").count(),
+        audit
+            .iter()
+            .filter(|r| r.action == "journal.key_install")
+            .count(),
         1
     );
 }
@@ -221,5 +240,8 @@ async fn mismatch_reports_are_audited_with_ids_only() {
     assert_eq!(rec[0].target.as_deref(), message_id.as_str());
     assert_eq!(rec[0].details["seq"], seq);
     assert_eq!(rec[0].details["sender_user_id"], json!(alice.user_id));
-    assert_eq!(rec[0].actor_user_id.map(|u| u.to_string()), Some(bob.user_id.clone()));
+    assert_eq!(
+        rec[0].actor_user_id.map(|u| u.to_string()),
+        Some(bob.user_id.clone())
+    );
 }

@@ -30,13 +30,15 @@ fn entry_of(row: &PgRow) -> StoreResult<JournalEntry> {
 #[async_trait]
 impl JournalStore for PgStore {
     async fn add_journal_key(&self, key: &JournalKey) -> StoreResult<()> {
-        sqlx::query("INSERT INTO journal_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)")
-            .bind(&key.key_id)
-            .bind(&key.public_key)
-            .bind(key.created_at)
-            .execute(&self.pool)
-            .await
-            .write("journal key", "journal key")?;
+        sqlx::query(
+            "INSERT INTO journal_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&key.key_id)
+        .bind(&key.public_key)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .write("journal key", "journal key")?;
         Ok(())
     }
 

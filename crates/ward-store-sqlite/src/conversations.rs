@@ -59,7 +59,10 @@ fn envelope_from_row(r: &SqliteRow) -> StoreResult<Envelope> {
         client_message_id: c.uuid("client_message_id")?,
         sent_at: c.time("sent_at")?,
         payload: c.blob("payload")?.into(),
-        journal: match (c.opt_text("journal_key_id")?, c.opt_blob("journal_ciphertext")?) {
+        journal: match (
+            c.opt_text("journal_key_id")?,
+            c.opt_blob("journal_ciphertext")?,
+        ) {
             (Some(key_id), Some(ciphertext)) => Some(ward_proto::JournalCopy {
                 key_id,
                 ciphertext: ciphertext.into(),

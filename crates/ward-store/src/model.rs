@@ -256,6 +256,10 @@ pub struct AppendRequest {
 }
 
 /// An appended (or found) envelope.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "Accepted is the common outcome; boxing it would allocate on every send"
+)]
 #[derive(Clone, Debug)]
 pub enum AppendOutcome {
     /// Newly stored; durable.

@@ -48,7 +48,7 @@ pub enum ComplianceCommand {
         out: PathBuf,
     },
     /// Decrypt the journal archive offline into JSON and HTML transcripts per conversation.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
 }
 
 /// `ward compliance export`.
@@ -125,7 +125,7 @@ struct PatientJson {
 pub async fn run(cmd: ComplianceCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         ComplianceCommand::Keygen { out } => keygen(&out, json),
-        ComplianceCommand::Export(args) => export(args, json).await,
+        ComplianceCommand::Export(args) => export(*args, json).await,
     }
 }
 
@@ -167,15 +167,17 @@ fn keygen(out: &Path, json: bool) -> anyhow::Result<()> {
     } else {
         println!("Journal key {} created.", file.key_id);
         println!("Private key (keep offline): {}", private.display());
-        println!("Public key (install with `ward admin org set-journal-key`): {}", public.display());
+        println!(
+            "Public key (install with `ward admin org set-journal-key`): {}",
+            public.display()
+        );
     }
     Ok(())
 }
 
 /// Reads and checks a public key file written by `keygen`.
 pub fn read_public_key_file(path: &Path) -> anyhow::Result<JournalPublicKey> {
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file: PublicKeyFile = serde_json::from_slice(&text).with_context(|| {
         format!(
             "{} is not a journal public key file (written by `ward compliance keygen`)",
@@ -204,7 +206,9 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
         s.as_deref()
             .map(|t| {
                 OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
-                    anyhow::anyhow!("--{flag} {t:?} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)")
+                    anyhow::anyhow!(
+                        "--{flag} {t:?} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)"
+                    )
                 })
             })
             .transpose()
@@ -220,8 +224,9 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
         .conversation
         .as_deref()
         .map(|c| {
-            c.parse::<ConversationId>()
-                .map_err(|_| anyhow::anyhow!("--conversation {c:?} is not a conversation id (a UUID)"))
+            c.parse::<ConversationId>().map_err(|_| {
+                anyhow::anyhow!("--conversation {c:?} is not a conversation id (a UUID)")
+            })
         })
         .transpose()?;
     let username = a
@@ -240,7 +245,10 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
             .next()
             .is_some()
     {
-        bail!("{} is not empty; export into a new directory", a.out.display());
+        bail!(
+            "{} is not empty; export into a new directory",
+            a.out.display()
+        );
     }
     let pass = passphrase("journal key passphrase")?;
     let mut keys: BTreeMap<String, JournalKeyPair> = BTreeMap::new();
@@ -323,13 +331,11 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
             {
                 continue;
             }
-            if !names.contains_key(&entry.sender_user_id) {
-                let name = services
-                    .store
-                    .user(entry.sender_user_id)
-                    .await?
-                    .map(|u| u.username.to_string());
-                names.insert(entry.sender_user_id, name);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                names.entry(entry.sender_user_id)
+            {
+                let user = services.store.user(entry.sender_user_id).await?;
+                slot.insert(user.map(|u| u.username.to_string()));
             }
             by_conversation
                 .entry(entry.conversation_id)
@@ -385,7 +391,12 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
     });
     services
         .audit
-        .record(&compliance_actor(), "compliance.export", None, details.clone())
+        .record(
+            &compliance_actor(),
+            "compliance.export",
+            None,
+            details.clone(),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     services.audit.checkpoint().await.ok();

@@ -109,7 +109,11 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
 
     // Install: a file that is not a key is refused; the key installs once.
     let bogus = dir.path().join("bogus.json");
-    std::fs::write(&bogus, br#"{"key_id": "x", "suite": "", "public_key": "AAAA"}"#).unwrap();
+    std::fs::write(
+        &bogus,
+        br#"{"key_id": "x", "suite": "", "public_key": "AAAA"}"#,
+    )
+    .unwrap();
     let admin = |args: &[&str]| {
         let mut a = vec!["admin", "--data", data_s, "--json"];
         a.extend_from_slice(args);
@@ -130,7 +134,10 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     for (user, role) in [("alice", "physician"), ("bob", "nurse")] {
         let (ok, created, err) = admin(&["user", "add", user, "--role", role]);
         assert!(ok, "{err}");
-        let code = json_of(&created)["enrollment_code"].as_str().unwrap().to_owned();
+        let code = json_of(&created)["enrollment_code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let profile = dir.path().join(format!("{user}-profile"));
         let (ok, _, err) = run(
             &[
@@ -156,7 +163,15 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     let penv = [("WARD_PASSPHRASE", PROFILE_PASS)];
     let text = "Na 128 <b>low</b> & falling: \"recheck\" at 6";
     let (ok, out, err) = run(
-        &["--profile", profiles[0].to_str().unwrap(), "--json", "send", "--to", "bob", text],
+        &[
+            "--profile",
+            profiles[0].to_str().unwrap(),
+            "--json",
+            "send",
+            "--to",
+            "bob",
+            text,
+        ],
         &penv,
     );
     assert!(ok, "{err}");
@@ -191,13 +206,22 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     assert!(!ok && err.contains("wrong journal key passphrase"), "{err}");
     assert!(!out_dir.exists());
     let other = dir.path().join("other-keys");
-    let (ok, _, err) = run(&["compliance", "keygen", "--out", other.to_str().unwrap()], &jenv);
+    let (ok, _, err) = run(
+        &["compliance", "keygen", "--out", other.to_str().unwrap()],
+        &jenv,
+    );
     assert!(ok, "{err}");
     let (ok, _, err) = export(&other.join("journal-private.key"), JOURNAL_PASS, &[]);
-    assert!(!ok && err.contains("not a journal key of this organisation"), "{err}");
+    assert!(
+        !ok && err.contains("not a journal key of this organisation"),
+        "{err}"
+    );
     assert!(!out_dir.exists());
     let (ok, _, err) = export(&public, JOURNAL_PASS, &[]);
-    assert!(!ok && err.contains("not a Ward journal private key file"), "{err}");
+    assert!(
+        !ok && err.contains("not a Ward journal private key file"),
+        "{err}"
+    );
     let (ok, _, err) = export(&private, JOURNAL_PASS, &["--since", "yesterday"]);
     assert!(!ok && err.contains("RFC 3339"), "{err}");
 
@@ -210,17 +234,29 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     let (ok, out, err) = export(&private, JOURNAL_PASS, &["--user", "alice"]);
     assert!(ok, "{err}");
     let summary = json_of(&out);
-    assert_eq!((summary["messages"].as_u64(), summary["conversations"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            summary["messages"].as_u64(),
+            summary["conversations"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     let conv = sent["conversation_id"].as_str().unwrap();
     let doc = json_of(&std::fs::read_to_string(out_dir.join(format!("{conv}.json"))).unwrap());
     let m = &doc["messages"][0];
-    assert_eq!(m["text"], read["text"], "the journal holds exactly what bob read");
+    assert_eq!(
+        m["text"], read["text"],
+        "the journal holds exactly what bob read"
+    );
     assert_eq!(m["message_id"], sent["message_id"]);
     assert_eq!(m["sender_username"], "alice");
     assert_eq!(m["journal_key_id"], key_id.as_str());
     let html = std::fs::read_to_string(out_dir.join(format!("{conv}.html"))).unwrap();
     assert!(html.contains("Na 128 &lt;b&gt;low&lt;/b&gt; &amp; falling: &quot;recheck&quot; at 6"));
-    assert!(!html.contains("<b>low</b>"), "message text never becomes markup");
+    assert!(
+        !html.contains("<b>low</b>"),
+        "message text never becomes markup"
+    );
     // A second export into the same directory is refused.
     let (ok, _, err) = export(&private, JOURNAL_PASS, &[]);
     assert!(!ok && err.contains("not empty"), "{err}");

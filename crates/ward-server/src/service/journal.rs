@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use ward_proto::{
-    EnvelopeKind, JournalCopy, JournalKeyList, JournalMismatchReport, MAX_JOURNAL_COPY_BYTES,
-    Role, SignedJournalKey,
+    EnvelopeKind, JournalCopy, JournalKeyList, JournalMismatchReport, MAX_JOURNAL_COPY_BYTES, Role,
+    SignedJournalKey,
 };
 use ward_store::JournalKey;
 
@@ -45,7 +45,11 @@ impl Services {
     /// Install a journal public key (admin; `ward admin org set-journal-key`). It becomes the
     /// current key: from now on every application message must carry a copy sealed to it.
     /// Earlier keys stay listed, so recipients can still check older copies.
-    pub async fn set_journal_key(&self, actor: &Actor, public_key: Vec<u8>) -> ApiResult<JournalKey> {
+    pub async fn set_journal_key(
+        &self,
+        actor: &Actor,
+        public_key: Vec<u8>,
+    ) -> ApiResult<JournalKey> {
         require_role(actor, &[Role::Admin])?;
         if public_key.len() != JOURNAL_PUBLIC_KEY_LEN {
             return Err(ApiError::invalid(format!(
@@ -54,19 +58,26 @@ impl Services {
                 public_key.len()
             )));
         }
-        let previous = self.journal_keys(true).await?.last().map(|k| k.key_id.clone());
+        let previous = self
+            .journal_keys(true)
+            .await?
+            .last()
+            .map(|k| k.key_id.clone());
         let key = JournalKey {
             key_id: journal_key_id(&public_key),
             public_key,
             created_at: self.now(),
         };
-        self.store.add_journal_key(&key).await.map_err(|e| match e {
-            ward_store::StoreError::Conflict(_) => ApiError::new(
-                ward_proto::ErrorCode::Conflict,
-                format!("journal key {} is already installed", key.key_id),
-            ),
-            other => other.into(),
-        })?;
+        self.store
+            .add_journal_key(&key)
+            .await
+            .map_err(|e| match e {
+                ward_store::StoreError::Conflict(_) => ApiError::new(
+                    ward_proto::ErrorCode::Conflict,
+                    format!("journal key {} is already installed", key.key_id),
+                ),
+                other => other.into(),
+            })?;
         self.audit
             .record(
                 actor,

@@ -30,7 +30,10 @@ pub async fn journal_keys_install_and_list(store: Arc<dyn Store>) {
     let second = key('b', t0() + Duration::days(30));
     store.add_journal_key(&second).await.unwrap();
     store.add_journal_key(&first).await.unwrap();
-    assert_eq!(store.journal_keys().await.unwrap(), vec![first.clone(), second]);
+    assert_eq!(
+        store.journal_keys().await.unwrap(),
+        vec![first.clone(), second]
+    );
     assert!(matches!(
         store.add_journal_key(&first).await,
         Err(StoreError::Conflict(_))
@@ -44,7 +47,10 @@ pub async fn journal_copies_archived_with_envelopes(store: Arc<dyn Store>) {
     let mut req = app(p.conv.id, p.alice.id, p.a.id, 1, b"mls ciphertext");
     req.journal = Some(copy(&k.key_id, b"journal ciphertext"));
     let r = accept(store.as_ref(), &req).await;
-    assert_eq!(r.envelope.journal, req.journal, "the accepted envelope carries it");
+    assert_eq!(
+        r.envelope.journal, req.journal,
+        "the accepted envelope carries it"
+    );
 
     // Delivered with the envelope, by sync and by envelope().
     let batch = store.sync(p.b.id, 10).await.unwrap();
@@ -76,7 +82,13 @@ pub async fn journal_copies_archived_with_envelopes(store: Arc<dyn Store>) {
     assert_eq!(all.len(), 1);
     let e = &all[0];
     assert_eq!(
-        (e.message_id, e.conversation_id, e.seq, e.sender_user_id, e.sender_device_id),
+        (
+            e.message_id,
+            e.conversation_id,
+            e.seq,
+            e.sender_user_id,
+            e.sender_device_id
+        ),
         (req.message_id, p.conv.id, r.seq, p.alice.id, p.a.id)
     );
     assert_eq!(e.sent_at, req.sent_at);
@@ -109,7 +121,8 @@ pub async fn journal_query_filters_and_pages(store: Arc<dyn Store>) {
         f(&mut q);
         q
     };
-    let msgs = |v: Vec<crate::JournalEntry>| v.into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+    let msgs =
+        |v: Vec<crate::JournalEntry>| v.into_iter().map(|e| e.message_id).collect::<Vec<_>>();
     let all = store.journal_entries(&q(&|_| ())).await.unwrap();
     assert_eq!(msgs(all.clone()), ids);
     assert!(all.windows(2).all(|w| w[0].archive_seq < w[1].archive_seq));
