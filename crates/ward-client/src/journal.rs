@@ -248,6 +248,41 @@ impl WardClient {
         Ok(())
     }
 
+    /// The ids of the organisation's journal keys (signed by the organisation CA), oldest
+    /// first.
+    pub async fn journal_key_ids(&mut self) -> Result<Vec<String>, WardError> {
+        self.refresh_journal_keys().await?;
+        Ok(self.journal.keys.keys().cloned().collect())
+    }
+
+    /// A page of the journal archive (compliance role; audited by the server). `since` and
+    /// `until` are Unix seconds of the server's acceptance time.
+    pub async fn journal_archive(
+        &self,
+        after: u64,
+        limit: usize,
+        conversation: Option<ConversationId>,
+        user: Option<&ward_proto::Username>,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<ward_proto::JournalArchivePage, WardError> {
+        let mut path = format!("/v1/compliance/journal?after={after}&limit={limit}");
+        if let Some(c) = conversation {
+            path.push_str(&format!("&conversation={c}"));
+        }
+        if let Some(u) = user {
+            // Usernames are [a-z0-9._-]: nothing to escape in a query.
+            path.push_str(&format!("&user={u}"));
+        }
+        if let Some(t) = since {
+            path.push_str(&format!("&since={t}"));
+        }
+        if let Some(t) = until {
+            path.push_str(&format!("&until={t}"));
+        }
+        self.api.get(&path).await
+    }
+
     /// Tell the server (its audit log) about refused messages. Ids only.
     pub(crate) async fn report_journal_mismatches(
         &self,

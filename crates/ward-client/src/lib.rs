@@ -354,6 +354,11 @@ impl WardClient {
         self.profile.data.device_id
     }
 
+    /// The server this profile belongs to.
+    pub fn server_url(&self) -> &str {
+        &self.profile.data.server_url
+    }
+
     /// This account.
     pub fn username(&self) -> &Username {
         &self.profile.data.username

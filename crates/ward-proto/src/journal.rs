@@ -86,3 +86,37 @@ pub struct JournalMismatchReport {
     /// Its seq.
     pub seq: u64,
 }
+
+/// `GET /v1/compliance/journal` (compliance role): a page of the journal archive, ascending
+/// by `archive_seq`. Copies are ciphertext; the officer decrypts them offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JournalArchivePage {
+    /// Entries.
+    pub entries: Vec<JournalArchiveEntry>,
+    /// True when more entries match after the last one.
+    pub more: bool,
+}
+
+/// One archived journal copy with the server's routing metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JournalArchiveEntry {
+    /// Position in the archive, for paging (`after`).
+    pub archive_seq: u64,
+    /// The message.
+    pub message_id: MessageId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// Its seq.
+    pub seq: u64,
+    /// Sending user, as the server authenticated it.
+    pub sender_user_id: crate::UserId,
+    /// Their username, if the user still exists.
+    pub sender_username: Option<crate::Username>,
+    /// Sending device.
+    pub sender_device_id: crate::DeviceId,
+    /// When the server accepted the message.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// The copy.
+    pub copy: JournalCopy,
+}

@@ -20,8 +20,8 @@ pub use bytes::Bytes;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use journal::{
-    JOURNAL_KEY_ID_LEN, JournalCopy, JournalKeyList, JournalMismatchReport, MAX_JOURNAL_COPY_BYTES,
-    SignedJournalKey,
+    JOURNAL_KEY_ID_LEN, JournalArchiveEntry, JournalArchivePage, JournalCopy, JournalKeyList,
+    JournalMismatchReport, MAX_JOURNAL_COPY_BYTES, SignedJournalKey,
 };
 pub use names::{NameError, Role, Username};
 pub use ws::{ClientFrame, ServerEvent};

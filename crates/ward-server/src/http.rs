@@ -229,6 +229,7 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route("/v1/dlp-policy", get(handlers::dlp_policy))
         .route("/v1/journal-keys", get(handlers::journal_keys))
         .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
+        .route("/v1/compliance/journal", get(handlers::compliance_journal))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

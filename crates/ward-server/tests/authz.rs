@@ -151,6 +151,8 @@ const MATRIX: &[Row] = &[
     row("GET",  "/v1/dlp-policy",                                       "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("GET",  "/v1/journal-keys",                                     "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     // Membership-scoped: a member reports a refused message (audited); others get 404.
+    // The archive (ciphertext) for the compliance officer only.
+    row("GET",  "/v1/compliance/journal",                               "",                  [F,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("POST", "/v1/journal/mismatch",                                 "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
@@ -383,6 +385,7 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("PUT", "/v1/admin/dlp-policy", _) => (r.path.to_owned(), Some(json!({}))),
         ("GET", "/v1/dlp-policy", _) => (r.path.to_owned(), None),
         ("GET", "/v1/journal-keys", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/compliance/journal", _) => (r.path.to_owned(), None),
         ("POST", "/v1/journal/mismatch", _) => (
             r.path.to_owned(),
             Some(json!({"conversation_id": conv, "message_id": fx.first_message, "seq": 1})),

@@ -245,3 +245,61 @@ async fn mismatch_reports_are_audited_with_ids_only() {
         Some(bob.user_id.clone())
     );
 }
+
+#[tokio::test]
+async fn the_archive_is_served_to_compliance_only_with_validated_filters() {
+    let server = TestServer::start().await;
+    let (alice, _bob, conv) = group(&server).await;
+    let k = server
+        .services
+        .set_journal_key(&Actor::cli(), key(3))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (s, b) = send_app(&alice, &conv, Some(copy(&k.key_id, 1500))).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let officer = server.enroll("officer", Role::Compliance).await;
+    let (s, b) = alice.get("/v1/compliance/journal").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+
+    let (s, b) = officer.get("/v1/compliance/journal?limit=2").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(b["more"], true);
+    assert_eq!(b["entries"][0]["sender_username"], "alice");
+    assert_eq!(b["entries"][0]["copy"], copy(&k.key_id, 1500));
+    let after = b["entries"][1]["archive_seq"].as_u64().unwrap();
+    let (s, b) = officer
+        .get(&format!(
+            "/v1/compliance/journal?after={after}&user=alice&conversation={conv}"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(b["more"], false);
+    let (s, b) = officer.get("/v1/compliance/journal?until=0").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["entries"].as_array().unwrap().is_empty());
+
+    for (query, status) in [
+        ("limit=0", StatusCode::BAD_REQUEST),
+        ("limit=1001", StatusCode::BAD_REQUEST),
+        ("since=yesterday", StatusCode::BAD_REQUEST),
+        ("conversation=nope", StatusCode::BAD_REQUEST),
+        ("user=Not%20A%20Name", StatusCode::BAD_REQUEST),
+        ("user=nobody", StatusCode::NOT_FOUND),
+        ("colour=red", StatusCode::BAD_REQUEST),
+    ] {
+        let (s, b) = officer
+            .get(&format!("/v1/compliance/journal?{query}"))
+            .await;
+        assert_eq!(s, status, "{query}: {b}");
+    }
+    let audit = server.services.store.audit_records(0, 1000).await.unwrap();
+    let reads = audit
+        .iter()
+        .filter(|r| r.action == "journal.archive_read")
+        .count();
+    assert_eq!(reads, 3, "each page served is audited");
+}

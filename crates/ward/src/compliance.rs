@@ -10,7 +10,9 @@
 //!   (`compliance.export`: filters and counts, never content).
 //!
 //! Decryption happens here, on the officer's machine; the server never holds a journal private
-//! key. Not built: `--server URL` (download over the API with a compliance session).
+//! key. `--server URL` instead downloads the archive (ciphertext) over
+//! `GET /v1/compliance/journal` with the compliance account of `--profile`; the server audits
+//! every page it serves (`journal.archive_read`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -63,6 +65,10 @@ pub struct ExportArgs {
     /// Database URL (sqlite://PATH or postgres://…).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// Download the archive from this server with the compliance account of `--profile`
+    /// (its passphrase from WARD_PASSPHRASE); the server audits every page.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -122,10 +128,10 @@ struct PatientJson {
 }
 
 /// Run a compliance command.
-pub async fn run(cmd: ComplianceCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(cmd: ComplianceCommand, profile: &Path, json: bool) -> anyhow::Result<()> {
     match cmd {
         ComplianceCommand::Keygen { out } => keygen(&out, json),
-        ComplianceCommand::Export(args) => export(*args, json).await,
+        ComplianceCommand::Export(args) => export(*args, profile, json).await,
     }
 }
 
@@ -200,7 +206,7 @@ pub fn read_public_key_file(path: &Path) -> anyhow::Result<JournalPublicKey> {
     Ok(key)
 }
 
-async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
+async fn export(a: ExportArgs, profile: &Path, json: bool) -> anyhow::Result<()> {
     // Check every input before touching the database or the output directory.
     let parse_time = |s: &Option<String>, flag: &str| -> anyhow::Result<Option<OffsetDateTime>> {
         s.as_deref()
@@ -258,14 +264,8 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
         keys.insert(pair.public().key_id().to_owned(), pair);
     }
 
-    let services = open_services(&a).await?;
-    let installed: Vec<String> = services
-        .store
-        .journal_keys()
-        .await?
-        .into_iter()
-        .map(|k| k.key_id)
-        .collect();
+    let mut source = Source::open(&a, profile).await?;
+    let installed = source.installed_keys().await?;
     for id in keys.keys() {
         if !installed.contains(id) {
             bail!(
@@ -279,33 +279,19 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    let sender = match &username {
-        Some(u) => Some(
-            services
-                .store
-                .user_by_name(u)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("--user: no user {u}"))?
-                .id,
-        ),
-        None => None,
-    };
-
-    let mut query = JournalQuery {
-        after: 0,
-        limit: PAGE,
-        conversation_id: conversation,
-        sender_user_id: sender,
+    let filter = Filter {
+        conversation,
+        user: username.clone(),
         since,
         until,
     };
-    let mut names: BTreeMap<UserId, Option<String>> = BTreeMap::new();
+    let mut after = 0;
     let mut by_conversation: BTreeMap<ConversationId, Vec<ExportedMessage>> = BTreeMap::new();
     let (mut exported, mut other_key, mut unopened, mut sender_mismatch) = (0u64, 0u64, 0u64, 0u64);
     loop {
-        let page = services.store.journal_entries(&query).await?;
+        let page = source.page(after, &filter).await?;
         let Some(last) = page.last() else { break };
-        query.after = last.archive_seq;
+        after = last.archive_seq;
         for entry in page {
             let Some(pair) = keys.get(&entry.copy.key_id) else {
                 other_key += 1;
@@ -331,12 +317,6 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
             {
                 continue;
             }
-            if let std::collections::btree_map::Entry::Vacant(slot) =
-                names.entry(entry.sender_user_id)
-            {
-                let user = services.store.user(entry.sender_user_id).await?;
-                slot.insert(user.map(|u| u.username.to_string()));
-            }
             by_conversation
                 .entry(entry.conversation_id)
                 .or_default()
@@ -346,7 +326,7 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
                     server_time: entry.sent_at.format(&Rfc3339).unwrap_or_default(),
                     sender_sent_at_ms: content.sent_at_ms,
                     sender_user_id: entry.sender_user_id,
-                    sender_username: names.get(&entry.sender_user_id).cloned().flatten(),
+                    sender_username: entry.sender_username.as_ref().map(|u| u.to_string()),
                     sender_device_id: entry.sender_device_id.to_string(),
                     priority: content.priority.as_str().to_owned(),
                     text: match &content.body {
@@ -389,17 +369,7 @@ async fn export(a: ExportArgs, json: bool) -> anyhow::Result<()> {
         "unopened": unopened,
         "sender_mismatch": sender_mismatch,
     });
-    services
-        .audit
-        .record(
-            &compliance_actor(),
-            "compliance.export",
-            None,
-            details.clone(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    services.audit.checkpoint().await.ok();
+    source.audit_export(details.clone()).await?;
     if json {
         println!("{details}");
     } else {
@@ -426,16 +396,152 @@ fn compliance_actor() -> Actor {
     }
 }
 
-async fn open_services(a: &ExportArgs) -> anyhow::Result<Arc<Services>> {
-    let loc = crate::Location {
-        config: a.config.clone(),
-        data: a.data.clone(),
-        database_url: a.database_url.clone(),
-    };
-    if a.data.is_none() && a.database_url.is_none() && a.config.is_none() {
-        bail!("say where the archive is: --data DIR (or --database-url URL)");
+/// Archive filters, applied by the database or the server.
+struct Filter {
+    conversation: Option<ConversationId>,
+    user: Option<Username>,
+    since: Option<OffsetDateTime>,
+    until: Option<OffsetDateTime>,
+}
+
+/// Where the archive comes from: the server's database (`--data`, as the operator with the
+/// master key), or the API with a compliance session (`--server`, the server audits each page).
+enum Source {
+    Data {
+        services: Arc<Services>,
+        names: BTreeMap<UserId, Option<Username>>,
+    },
+    Server(Box<ward_client::WardClient>),
+}
+
+impl Source {
+    async fn open(a: &ExportArgs, profile: &Path) -> anyhow::Result<Source> {
+        let local = a.data.is_some() || a.database_url.is_some() || a.config.is_some();
+        match (&a.server, local) {
+            (Some(_), true) => bail!("use either --server or --data/--database-url, not both"),
+            (None, false) => {
+                bail!(
+                    "say where the archive is: --data DIR (or --database-url URL) or --server URL"
+                )
+            }
+            (Some(url), false) => {
+                let pass = crate::client_cmd::secret("WARD_PASSPHRASE", "profile passphrase")?;
+                let client = ward_client::WardClient::open(profile, &pass)?;
+                if client.server_url().trim_end_matches('/') != url.trim_end_matches('/') {
+                    bail!(
+                        "the profile {} belongs to {}, not {url}; pass --profile of a \
+                         compliance account on that server",
+                        profile.display(),
+                        client.server_url()
+                    );
+                }
+                Ok(Source::Server(Box::new(client)))
+            }
+            (None, true) => {
+                let loc = crate::Location {
+                    config: a.config.clone(),
+                    data: a.data.clone(),
+                    database_url: a.database_url.clone(),
+                };
+                Ok(Source::Data {
+                    services: crate::open_services(&loc).await?,
+                    names: BTreeMap::new(),
+                })
+            }
+        }
     }
-    crate::open_services(&loc).await
+
+    async fn installed_keys(&mut self) -> anyhow::Result<Vec<String>> {
+        Ok(match self {
+            Source::Data { services, .. } => services
+                .store
+                .journal_keys()
+                .await?
+                .into_iter()
+                .map(|k| k.key_id)
+                .collect(),
+            Source::Server(client) => client.journal_key_ids().await?,
+        })
+    }
+
+    async fn page(
+        &mut self,
+        after: u64,
+        f: &Filter,
+    ) -> anyhow::Result<Vec<ward_proto::JournalArchiveEntry>> {
+        match self {
+            Source::Server(client) => Ok(client
+                .journal_archive(
+                    after,
+                    PAGE,
+                    f.conversation,
+                    f.user.as_ref(),
+                    f.since.map(OffsetDateTime::unix_timestamp),
+                    f.until.map(OffsetDateTime::unix_timestamp),
+                )
+                .await?
+                .entries),
+            Source::Data { services, names } => {
+                let sender_user_id = match &f.user {
+                    Some(u) => Some(
+                        services
+                            .store
+                            .user_by_name(u)
+                            .await?
+                            .ok_or_else(|| anyhow::anyhow!("--user: no user {u}"))?
+                            .id,
+                    ),
+                    None => None,
+                };
+                let rows = services
+                    .store
+                    .journal_entries(&JournalQuery {
+                        after,
+                        limit: PAGE,
+                        conversation_id: f.conversation,
+                        sender_user_id,
+                        since: f.since,
+                        until: f.until,
+                    })
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    if let std::collections::btree_map::Entry::Vacant(slot) =
+                        names.entry(r.sender_user_id)
+                    {
+                        let user = services.store.user(r.sender_user_id).await?;
+                        slot.insert(user.map(|u| u.username));
+                    }
+                    out.push(ward_proto::JournalArchiveEntry {
+                        archive_seq: r.archive_seq,
+                        message_id: r.message_id,
+                        conversation_id: r.conversation_id,
+                        seq: r.seq,
+                        sender_user_id: r.sender_user_id,
+                        sender_username: names.get(&r.sender_user_id).cloned().flatten(),
+                        sender_device_id: r.sender_device_id,
+                        sent_at: r.sent_at,
+                        copy: r.copy,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Data mode writes `compliance.export` into the database's audit log itself; in server
+    /// mode the server has recorded every page it served (`journal.archive_read`).
+    async fn audit_export(&self, details: serde_json::Value) -> anyhow::Result<()> {
+        if let Source::Data { services, .. } = self {
+            services
+                .audit
+                .record(&compliance_actor(), "compliance.export", None, details)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            services.audit.checkpoint().await.ok();
+        }
+        Ok(())
+    }
 }
 
 fn patient_matches(patient: Option<&PatientContext>, wanted: &str) -> bool {

@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => return serve(args).await,
         Command::Bench(args) => return bench::run(args, json).await,
         Command::Admin(args) => return admin(args, json).await,
-        Command::Compliance(c) => compliance::run(c, json).await?,
+        Command::Compliance(c) => compliance::run(c, &dir, json).await?,
         Command::Enroll(a) => client_cmd::enroll(&dir, a, json).await?,
         Command::Login(a) => client_cmd::login(&dir, a, json).await?,
         Command::Send(a) => client_cmd::send(&dir, a, json).await?,

@@ -261,6 +261,69 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     let (ok, _, err) = export(&private, JOURNAL_PASS, &[]);
     assert!(!ok && err.contains("not empty"), "{err}");
 
+    // The same archive over the API with a compliance account; a nurse's session is refused.
+    let (ok, created, err) = admin(&["user", "add", "carol", "--role", "compliance"]);
+    assert!(ok, "{err}");
+    let code = json_of(&created)["enrollment_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let carol = dir.path().join("carol-profile");
+    let (ok, _, err) = run(
+        &[
+            "--profile",
+            carol.to_str().unwrap(),
+            "enroll",
+            "--server",
+            &url,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--username",
+            "carol",
+        ],
+        &[
+            ("WARD_ENROLLMENT_CODE", code.as_str()),
+            ("WARD_PASSWORD", PASSWORD),
+            ("WARD_PASSPHRASE", PROFILE_PASS),
+        ],
+    );
+    assert!(ok, "enroll carol: {err}");
+    let over_api = dir.path().join("export-api");
+    let export_api = |profile: &Path, server: &str| {
+        run(
+            &[
+                "--profile",
+                profile.to_str().unwrap(),
+                "--json",
+                "compliance",
+                "export",
+                "--key",
+                private.to_str().unwrap(),
+                "--server",
+                server,
+                "--out",
+                over_api.to_str().unwrap(),
+            ],
+            &[
+                ("WARD_JOURNAL_PASSPHRASE", JOURNAL_PASS),
+                ("WARD_PASSPHRASE", PROFILE_PASS),
+            ],
+        )
+    };
+    let (ok, _, err) = export_api(&profiles[1], &url);
+    assert!(!ok && err.contains("may not do this"), "a nurse: {err}");
+    let (ok, _, err) = export_api(&carol, "https://elsewhere.invalid:8443");
+    assert!(!ok && err.contains("belongs to"), "{err}");
+    assert!(!over_api.exists());
+    let (ok, out, err) = export_api(&carol, &url);
+    assert!(ok, "{err}");
+    assert_eq!(json_of(&out)["messages"], 1);
+    let via_api = json_of(&std::fs::read_to_string(over_api.join(format!("{conv}.json"))).unwrap());
+    assert_eq!(
+        via_api, doc,
+        "the API and the database give the same export"
+    );
+
     // Every export is audited, with filters and counts but no content.
     let (ok, out, err) = admin(&["audit", "list", "--limit", "1000"]);
     assert!(ok, "{err}");
@@ -276,6 +339,10 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
         .filter(|r| r["action"] == "compliance.export")
         .collect();
     assert_eq!(exports.len(), 2, "{out}");
+    assert!(
+        out.contains("journal.archive_read"),
+        "API reads are audited: {out}"
+    );
     assert!(!out.contains("falling"), "no content in the audit log");
     let (ok, _, err) = admin(&["audit", "verify"]);
     assert!(ok, "{err}");

@@ -24,6 +24,8 @@ use crate::error::{ApiError, ApiResult};
 pub const JOURNAL_PUBLIC_KEY_LEN: usize = 1216;
 /// Length of the X-Wing encapsulation at the front of every copy, bytes.
 const JOURNAL_ENC_LEN: usize = 1120;
+/// Largest archive page a compliance session may ask for.
+pub const ARCHIVE_PAGE_MAX: usize = 1000;
 /// How long a node trusts its cached list of journal keys. A key installed by the admin CLI
 /// (another process) is enforced by every node within this time; a send naming a key the
 /// cache does not know refreshes it at once.
@@ -197,6 +199,98 @@ impl Services {
             )
             .await?;
         Ok(())
+    }
+
+    /// A page of the journal archive for a compliance officer, who decrypts it offline
+    /// (`ward compliance export --server`). Filters: conversation, sender username, and the
+    /// server's acceptance time in Unix seconds (`since` inclusive, `until` exclusive).
+    /// Audited (`journal.archive_read`: filters, count, archive seq range).
+    #[allow(clippy::too_many_arguments, reason = "one per query parameter")]
+    pub async fn journal_archive(
+        &self,
+        actor: &Actor,
+        after: u64,
+        limit: usize,
+        conversation: Option<ward_proto::ConversationId>,
+        sender: Option<&str>,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> ApiResult<ward_proto::JournalArchivePage> {
+        require_role(actor, &[Role::Compliance])?;
+        if !(1..=ARCHIVE_PAGE_MAX).contains(&limit) {
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {ARCHIVE_PAGE_MAX}"
+            )));
+        }
+        let time = |v: Option<i64>, name: &str| {
+            v.map(|s| {
+                time::OffsetDateTime::from_unix_timestamp(s)
+                    .map_err(|_| ApiError::invalid(format!("{name} is not a Unix time in seconds")))
+            })
+            .transpose()
+        };
+        let (since_t, until_t) = (time(since, "since")?, time(until, "until")?);
+        let sender_user_id = match sender {
+            Some(name) => {
+                let name = ward_proto::Username::parse(name)
+                    .map_err(|e| ApiError::invalid(format!("user: {e}")))?;
+                Some(
+                    self.store
+                        .user_by_name(&name)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found("user"))?
+                        .id,
+                )
+            }
+            None => None,
+        };
+        let mut rows = self
+            .store
+            .journal_entries(&ward_store::JournalQuery {
+                after,
+                limit: limit + 1,
+                conversation_id: conversation,
+                sender_user_id,
+                since: since_t,
+                until: until_t,
+            })
+            .await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let mut names = std::collections::BTreeMap::new();
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let std::collections::btree_map::Entry::Vacant(slot) = names.entry(r.sender_user_id)
+            {
+                slot.insert(self.store.user(r.sender_user_id).await?.map(|u| u.username));
+            }
+            entries.push(ward_proto::JournalArchiveEntry {
+                archive_seq: r.archive_seq,
+                message_id: r.message_id,
+                conversation_id: r.conversation_id,
+                seq: r.seq,
+                sender_user_id: r.sender_user_id,
+                sender_username: names.get(&r.sender_user_id).cloned().flatten(),
+                sender_device_id: r.sender_device_id,
+                sent_at: r.sent_at,
+                copy: r.copy,
+            });
+        }
+        self.audit
+            .record(
+                actor,
+                "journal.archive_read",
+                None,
+                serde_json::json!({
+                    "after": after, "limit": limit, "conversation": conversation,
+                    "user": sender, "since": since, "until": until,
+                    "count": entries.len(),
+                    "first": entries.first().map(|e| e.archive_seq),
+                    "last": entries.last().map(|e| e.archive_seq),
+                }),
+            )
+            .await?;
+        Ok(ward_proto::JournalArchivePage { entries, more })
     }
 
     /// The installed keys, oldest first, from this node's cache (reloaded when older than
