@@ -222,8 +222,30 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
         !ok && err.contains("not a Ward journal private key file"),
         "{err}"
     );
-    let (ok, _, err) = export(&private, JOURNAL_PASS, &["--since", "yesterday"]);
-    assert!(!ok && err.contains("RFC 3339"), "{err}");
+    for (extra, needle) in [
+        (&["--since", "yesterday"][..], "RFC 3339"),
+        (
+            &[
+                "--since",
+                "2026-12-02T00:00:00Z",
+                "--until",
+                "2026-12-01T00:00:00Z",
+            ][..],
+            "--since must be before --until",
+        ),
+        (&["--conversation", "nope"][..], "not a conversation id"),
+        (&["--user", "Not A Name"][..], "--user"),
+        (&["--user", "nobody"][..], "no user nobody"),
+        (&["--patient", " "][..], "--patient must not be empty"),
+        (
+            &["--server", "https://localhost:1"][..],
+            "either --server or --data",
+        ),
+    ] {
+        let (ok, _, err) = export(&private, JOURNAL_PASS, extra);
+        assert!(!ok && err.contains(needle), "{extra:?}: {err}");
+        assert!(!out_dir.exists(), "{extra:?} wrote output");
+    }
 
     // Filtered to bob's messages: nothing (alice sent it).
     let (ok, out, err) = export(&private, JOURNAL_PASS, &["--user", "bob"]);
