@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod journal;
 mod profile;
 mod transport;
 
@@ -34,6 +35,9 @@ use ward_proto::{
     Username, WelcomeDelivery,
 };
 
+pub use journal::{
+    JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
+};
 pub use profile::{ConversationState, PROFILE_FILE, StoredMessage};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
 use transport::Api;
@@ -72,6 +76,9 @@ pub enum WardError {
     /// The profile passphrase is wrong, or the profile file was altered.
     #[error("wrong passphrase, or the profile file is corrupted")]
     WrongPassphrase,
+    /// The journal key file's passphrase is wrong, or the file was altered.
+    #[error("wrong journal key passphrase, or the journal key file is corrupted")]
+    WrongJournalPassphrase,
     /// The profile could not be read or written.
     #[error("profile: {0}")]
     Profile(String),
@@ -150,6 +157,9 @@ pub struct SyncReport {
     pub messages: Vec<StoredMessage>,
     /// Problems (undecryptable or refused messages), also kept in the profile.
     pub warnings: Vec<String>,
+    /// Messages refused because their compliance journal copy does not match what was read
+    /// (not shown, reported to the server's audit log).
+    pub journal_mismatches: Vec<ward_proto::JournalMismatchReport>,
 }
 
 /// One conversation as listed.
@@ -174,6 +184,7 @@ pub struct WardClient {
     profile: Profile,
     core: Core,
     api: Api,
+    journal: journal::JournalKeys,
 }
 
 /// Enrollment inputs.
@@ -314,7 +325,12 @@ impl WardClient {
         data.core = core.to_bytes()?.to_vec().into();
         let profile = Profile::create(p.profile_dir, p.passphrase, data)?;
         api.set_token(Some(session.token.clone()));
-        let mut client = WardClient { profile, core, api };
+        let mut client = WardClient {
+            profile,
+            core,
+            api,
+            journal: journal::JournalKeys::default(),
+        };
         client.top_up_key_packages(None).await?;
         Ok(client)
     }
@@ -325,12 +341,22 @@ impl WardClient {
         let core = Core::from_bytes(profile.data.core.as_slice())?;
         let mut api = Api::new(&profile.data.server_url, &profile.data.ca_pem)?;
         api.set_token(profile.data.session.as_ref().map(|s| s.token.clone()));
-        Ok(WardClient { profile, core, api })
+        Ok(WardClient {
+            profile,
+            core,
+            api,
+            journal: journal::JournalKeys::default(),
+        })
     }
 
     /// This device.
     pub fn device_id(&self) -> DeviceId {
         self.profile.data.device_id
+    }
+
+    /// The server this profile belongs to.
+    pub fn server_url(&self) -> &str {
+        &self.profile.data.server_url
     }
 
     /// This account.
@@ -882,6 +908,7 @@ impl WardClient {
                 remove_devices: pc.removed_devices.clone(),
                 content: None,
                 labels: Vec::new(),
+                journal: None,
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -916,13 +943,15 @@ impl WardClient {
     async fn send_content(
         &mut self,
         id: ConversationId,
-        content: MessageContent,
+        mut content: MessageContent,
         cmid: uuid::Uuid,
         labels: Vec<String>,
     ) -> Result<Sent, WardError> {
-        let content_bytes = content
+        let mut journal = self.journal_copy(id, &mut content).await?;
+        let mut content_bytes = content
             .to_bytes()
             .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+        let mut resealed = false;
         for _ in 0..COMMIT_ATTEMPTS {
             let epoch = self.core.epoch(id).ok_or_else(|| {
                 WardError::InvalidInput(format!("this device is not in conversation {id}"))
@@ -940,6 +969,7 @@ impl WardClient {
                 remove_devices: Vec::new(),
                 content: Some(content_bytes.clone().into()),
                 labels: labels.clone(),
+                journal: journal.clone(),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -961,6 +991,18 @@ impl WardClient {
                 }
                 // Kept in the outbox: retried with the same id on the next sync.
                 Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => return Err(e),
+                // The journal key was rotated (or installed) since it was loaded: seal again.
+                Err(e) if !resealed && journal::is_stale_journal_key(&e) => {
+                    resealed = true;
+                    self.drop_outbox(cmid);
+                    self.save()?;
+                    self.refresh_journal_keys().await?;
+                    journal::strip_marker(&mut content);
+                    journal = self.journal_copy(id, &mut content).await?;
+                    content_bytes = content
+                        .to_bytes()
+                        .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+                }
                 Err(e) => {
                     self.drop_outbox(cmid);
                     self.save()?;
@@ -987,6 +1029,7 @@ impl WardClient {
                     remove_users: item.remove_users.clone(),
                     remove_devices: item.remove_devices.clone(),
                     labels: item.labels.clone(),
+                    journal: item.journal.clone(),
                 },
             )
             .await
@@ -1117,12 +1160,16 @@ impl WardClient {
                 inbox_seq = Some(item.inbox_seq);
             }
             let mut cursors: BTreeMap<ConversationId, u64> = BTreeMap::new();
+            self.load_journal_keys_for(&page.envelopes).await?;
+            let first_mismatch = report.journal_mismatches.len();
             for env in &page.envelopes {
                 self.handle_envelope(env, &mut report);
                 let c = cursors.entry(env.conversation_id).or_default();
                 *c = (*c).max(env.seq);
             }
             self.save()?;
+            self.report_journal_mismatches(&report.journal_mismatches[first_mismatch..])
+                .await?;
             if inbox_seq.is_some() || !cursors.is_empty() {
                 self.api
                     .post_empty(
@@ -1221,7 +1268,14 @@ impl WardClient {
             return;
         }
         if self.core.has_group(id) && self.core.is_active(id) {
-            match self.core.process(id, env.payload.as_slice()) {
+            let journal = env
+                .journal
+                .as_ref()
+                .map(|c| (c, self.journal.key(&c.key_id)));
+            match self
+                .core
+                .process_with_journal(id, env.payload.as_slice(), journal)
+            {
                 Ok(Processed::Application { sender, content }) => {
                     if let Some(name) = content
                         .extra
@@ -1255,6 +1309,21 @@ impl WardClient {
                     }
                 }
                 Ok(_) => {}
+                Err(CoreError::JournalMismatch(e)) => {
+                    let w = format!(
+                        "refused message {} (seq {}) in conversation {id}: {e}; reported to the \
+                         organisation's audit log",
+                        env.message_id, env.seq
+                    );
+                    self.warn(report, w);
+                    report
+                        .journal_mismatches
+                        .push(ward_proto::JournalMismatchReport {
+                            conversation_id: id,
+                            message_id: env.message_id,
+                            seq: env.seq,
+                        });
+                }
                 Err(e) => {
                     // Decoding errors of decrypted content can quote it: never log them.
                     let why = match e {

@@ -161,6 +161,9 @@ pub struct OutboxItem {
     /// PHI labels from the DLP check.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// For application messages while the organisation journals: the journal copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<ward_proto::JournalCopy>,
 }
 
 /// An open, locked profile.
@@ -351,7 +354,7 @@ impl ProfileData {
     }
 }
 
-fn derive_key(passphrase: &str, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, WardError> {
+pub(crate) fn derive_key(passphrase: &str, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, WardError> {
     let params = Params::new(19 * 1024, 2, 1, Some(32))
         .map_err(|e| WardError::Profile(format!("argon2: {e}")))?;
     let mut key = Zeroizing::new([0u8; 32]);
@@ -374,7 +377,7 @@ fn create_private_dir(dir: &Path) -> Result<(), WardError> {
     Ok(())
 }
 
-fn private_file(path: &Path) -> std::io::Result<File> {
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]

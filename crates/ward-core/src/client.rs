@@ -647,10 +647,33 @@ impl Client {
     /// A commit is verified and merged here; if verification fails the commit is dropped, the
     /// group stays at its epoch and the error says why. A failed message never changes the
     /// group's epoch.
+    ///
+    /// An application message must carry no journal marker (no journal copy was delivered);
+    /// use [`Client::process_with_journal`] for messages delivered with a copy.
     pub fn process(
         &mut self,
         conversation: ConversationId,
         message: &[u8],
+    ) -> Result<Processed, CoreError> {
+        self.process_with_journal(conversation, message, None)
+    }
+
+    /// [`Client::process`], checking the compliance journal copy the server delivered with an
+    /// application message (`journal`: the copy and the verified journal key it names, `None`
+    /// for the key when this device does not know it).
+    ///
+    /// The message is decrypted first (so the MLS state advances either way); then, unless
+    /// both the message's journal marker and the delivered copy are absent, the copy must be
+    /// exactly the sealing of this message under the marker's seed, else
+    /// [`CoreError::JournalMismatch`] and the content is not returned.
+    pub fn process_with_journal(
+        &mut self,
+        conversation: ConversationId,
+        message: &[u8],
+        journal: Option<(
+            &ward_proto::JournalCopy,
+            Option<&crate::journal::JournalPublicKey>,
+        )>,
     ) -> Result<Processed, CoreError> {
         let group = self
             .groups
@@ -686,6 +709,7 @@ impl Client {
                 };
                 let plaintext = Zeroizing::new(application.into_bytes());
                 let content = MessageContent::from_bytes(&plaintext)?;
+                check_journal(conversation, &sender, &plaintext, &content, journal)?;
                 Ok(Processed::Application { sender, content })
             }
             ProcessedMessageContent::ProposalMessage(queued) => {
@@ -1004,6 +1028,54 @@ fn join_config() -> MlsGroupJoinConfig {
         .max_past_epochs(MAX_PAST_EPOCHS)
         .sender_ratchet_configuration(SenderRatchetConfiguration::default())
         .build()
+}
+
+/// The recipient's journal check of [`Client::process_with_journal`].
+fn check_journal(
+    conversation: ConversationId,
+    sender: &DeviceCredential,
+    plaintext: &[u8],
+    content: &MessageContent,
+    journal: Option<(
+        &ward_proto::JournalCopy,
+        Option<&crate::journal::JournalPublicKey>,
+    )>,
+) -> Result<(), CoreError> {
+    use crate::journal::{JournalError, JournalMarker, JournalRecord, verify_copy};
+    let marker = JournalMarker::of(content).map_err(CoreError::JournalMismatch)?;
+    match (marker, journal) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(CoreError::JournalMismatch(JournalError::Mismatch(
+            "the message names a journal copy but none was delivered",
+        ))),
+        (None, Some(_)) => Err(CoreError::JournalMismatch(JournalError::Mismatch(
+            "a journal copy was delivered for a message that names none",
+        ))),
+        (Some(_), Some((_, None))) => Err(CoreError::JournalMismatch(JournalError::Mismatch(
+            "the copy is sealed to a journal key the organisation did not sign",
+        ))),
+        (Some(marker), Some((copy, Some(key)))) => {
+            if key.key_id() != copy.key_id {
+                return Err(CoreError::JournalMismatch(JournalError::Mismatch(
+                    "the key given is not the one the copy names",
+                )));
+            }
+            let record = JournalRecord {
+                conversation_id: conversation,
+                sender_user_id: sender.user_id,
+                sender_device_id: sender.device_id,
+                content: plaintext.to_vec(),
+            };
+            verify_copy(
+                key,
+                &marker,
+                &record,
+                &copy.key_id,
+                copy.ciphertext.as_slice(),
+            )
+            .map_err(CoreError::JournalMismatch)
+        }
+    }
 }
 
 #[cfg(test)]

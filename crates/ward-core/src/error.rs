@@ -66,6 +66,12 @@ pub enum CoreError {
     #[error("invalid message content: {0}")]
     Content(#[from] ContentError),
 
+    /// The compliance journal copy delivered with an application message does not match the
+    /// message (or is missing, or names an unknown key): the message must not be shown, and
+    /// the refusal should be reported to the server.
+    #[error("compliance journal check failed: {0}")]
+    JournalMismatch(#[source] crate::journal::JournalError),
+
     /// openmls refused the operation or the message (bad signature, wrong epoch, replayed
     /// generation, pending commit, no matching KeyPackage, …). The text is openmls' error
     /// message, which carries no key material.

@@ -8,6 +8,7 @@
 //! - `identity`: the device's Ed25519 key pair ([`Identity`]).
 //! - `credential`: Ward device credentials inside MLS and their verification ([`TrustAnchor`]).
 //! - `client`: the MLS state machine ([`Client`], [`PendingCommit`], [`Processed`]).
+//! - [`journal`]: the compliance journal copy (HPKE to the organisation's journal key).
 //! - `provider`, `state`: the openmls provider and the serialised state format.
 //!
 //! What this crate does NOT do: network I/O, timers, persistence to disk, encryption at rest.
@@ -18,6 +19,7 @@ mod credential;
 pub mod dlp;
 mod error;
 mod identity;
+pub mod journal;
 mod provider;
 mod state;
 

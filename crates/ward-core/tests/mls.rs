@@ -1115,3 +1115,81 @@ fn welcome_listing_an_unknown_external_sender_is_refused() {
         Err(CoreError::InvalidInput(_))
     ));
 }
+
+/// The recipient's journal check inside MLS processing: an honest copy passes; a missing
+/// copy, a copy for a message that names none, a copy under an unknown key and a copy of
+/// other content are all `JournalMismatch`, without the content; the group keeps working.
+#[test]
+fn journal_copies_are_checked_by_every_recipient() {
+    use ward_core::journal::{JournalKeyPair, JournalMarker, JournalRecord, seal};
+    use ward_proto::JournalCopy;
+
+    let org = Org::new();
+    let (conversation, mut alice, mut bob, mut carol) = three_member_group(&org, CIPHERSUITE_XWING);
+    let keys = JournalKeyPair::generate(&mut rand::rngs::OsRng).unwrap();
+    let key = keys.public().clone();
+    let journaled = |alice: &Client, body: &str, journal_body: &str| {
+        let mut content = text(body);
+        let marker = JournalMarker::generate(&key, &mut rand::rngs::OsRng);
+        marker.attach(&mut content).unwrap();
+        let mut journal_content = text(journal_body);
+        marker.attach(&mut journal_content).unwrap();
+        let record = JournalRecord {
+            conversation_id: conversation,
+            sender_user_id: alice.credential().user_id,
+            sender_device_id: device(alice),
+            content: journal_content.to_bytes().unwrap(),
+        };
+        let copy = JournalCopy {
+            key_id: key.key_id().to_owned(),
+            ciphertext: Bytes(seal(&key, &marker, &record).unwrap()),
+        };
+        (content, copy)
+    };
+    let mismatch = |r: Result<Processed, CoreError>| {
+        assert!(
+            matches!(r, Err(CoreError::JournalMismatch(_))),
+            "expected a journal mismatch, got {r:?}"
+        );
+    };
+
+    // Honest: both recipients accept; the archive copy opens to the plaintext they read.
+    let (content, copy) = journaled(&alice, "K+ 6.1", "K+ 6.1");
+    let ct = alice.encrypt(conversation, &content).unwrap();
+    for r in [&mut bob, &mut carol] {
+        match r
+            .process_with_journal(conversation, &ct, Some((&copy, Some(&key))))
+            .unwrap()
+        {
+            Processed::Application { content: got, .. } => assert_eq!(got, content),
+            other => panic!("{other:?}"),
+        }
+    }
+    let opened = keys.open(copy.ciphertext.as_slice()).unwrap();
+    assert_eq!(
+        MessageContent::from_bytes(&opened.content).unwrap(),
+        content
+    );
+
+    // The copy journals other content than the message.
+    let (content, forged) = journaled(&alice, "the real text", "a decoy");
+    let ct = alice.encrypt(conversation, &content).unwrap();
+    mismatch(bob.process_with_journal(conversation, &ct, Some((&forged, Some(&key)))));
+    // The server delivered no copy for a message that names one.
+    mismatch(carol.process_with_journal(conversation, &ct, None));
+
+    // A copy for a message that names none; a copy under a key the recipient does not know.
+    let (_, copy) = journaled(&alice, "x", "x");
+    let ct = alice.encrypt(conversation, &text("unjournaled")).unwrap();
+    mismatch(bob.process_with_journal(conversation, &ct, Some((&copy, Some(&key)))));
+    let (content, copy) = journaled(&alice, "y", "y");
+    let ct = alice.encrypt(conversation, &content).unwrap();
+    mismatch(carol.process_with_journal(conversation, &ct, Some((&copy, None))));
+
+    deliver(
+        conversation,
+        &mut alice,
+        &mut [&mut bob, &mut carol],
+        "still fine",
+    );
+}

@@ -425,6 +425,10 @@ pub struct SendEnvelopeRequest {
     /// in the audit log. At most 16, each `[a-z0-9_]{1,32}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// With an application message: its compliance journal copy. Required for application
+    /// messages while the organisation has a journal key, sealed to the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<crate::JournalCopy>,
 }
 
 /// Answer to a send: the message is durable when this is returned.
@@ -464,6 +468,10 @@ pub struct Envelope {
     pub sent_at: OffsetDateTime,
     /// The MLS message.
     pub payload: Bytes,
+    /// The journal copy the sender attached (application messages while a journal key is
+    /// installed); the recipient recomputes it from the message and refuses a mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<crate::JournalCopy>,
 }
 
 /// Kind of a device-addressed inbox item.

@@ -11,6 +11,7 @@ mod api;
 mod bytes;
 mod error;
 mod ids;
+mod journal;
 mod names;
 mod ws;
 
@@ -18,6 +19,10 @@ pub use api::*;
 pub use bytes::Bytes;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
+pub use journal::{
+    JOURNAL_KEY_ID_LEN, JournalArchiveEntry, JournalArchivePage, JournalCopy, JournalKeyList,
+    JournalMismatchReport, MAX_JOURNAL_COPY_BYTES, SignedJournalKey,
+};
 pub use names::{NameError, Role, Username};
 pub use ws::{ClientFrame, ServerEvent};
 

@@ -227,6 +227,9 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             axum::routing::put(handlers::admin_set_dlp_policy),
         )
         .route("/v1/dlp-policy", get(handlers::dlp_policy))
+        .route("/v1/journal-keys", get(handlers::journal_keys))
+        .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
+        .route("/v1/compliance/journal", get(handlers::compliance_journal))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod delivery;
 mod directory;
+mod journal;
 mod secrets;
 
 use std::sync::{Arc, RwLock};
@@ -18,6 +19,7 @@ use ward_store::{OrgPolicy, Organisation, Store, User};
 pub use audit::AuditLog;
 pub use auth::{AuthSession, hash_password_blocking, normalize_enrollment_code};
 pub use directory::{DeviceScope, device_info, user_info};
+pub use journal::{JOURNAL_PUBLIC_KEY_LEN, journal_key_id};
 pub use secrets::{generate_enrollment_code, hash_token};
 
 use crate::clock::Clock;
@@ -82,6 +84,7 @@ pub struct Services {
     /// Link to the other nodes, when `[cluster]` is configured (set once at start).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     org: RwLock<Organisation>,
+    journal_cache: journal::JournalKeyCache,
     metrics_public: std::sync::atomic::AtomicBool,
 }
 
@@ -112,6 +115,7 @@ impl Services {
             audit,
             cluster: std::sync::OnceLock::new(),
             org: RwLock::new(org),
+            journal_cache: journal::JournalKeyCache::default(),
             metrics_public: false.into(),
         }))
     }

@@ -149,6 +149,11 @@ const MATRIX: &[Row] = &[
     row("PUT",  "/v1/admin/policy",                                     "no-op change",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("PUT",  "/v1/admin/dlp-policy",                                 "empty document",    [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("GET",  "/v1/dlp-policy",                                       "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/journal-keys",                                     "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    // Membership-scoped: a member reports a refused message (audited); others get 404.
+    // The archive (ciphertext) for the compliance officer only.
+    row("GET",  "/v1/compliance/journal",                               "",                  [F,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/journal/mismatch",                                 "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -169,6 +174,8 @@ struct Fixtures {
     target: TestUser,
     /// Physician + patient group at epoch 1.
     conversation: String,
+    /// Message id of its seq 1 (the physician's commit).
+    first_message: String,
     /// Per caller: a pending user and its enrollment code (enroll row).
     enroll: Vec<(String, String)>,
     /// Per caller: an enrolled user to log in as (login row).
@@ -232,6 +239,7 @@ async fn setup() -> Fixtures {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["epoch"], 1);
+    let first_message = b["message_id"].as_str().unwrap().to_owned();
 
     let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -269,6 +277,7 @@ async fn setup() -> Fixtures {
         second_devices,
         target,
         conversation,
+        first_message,
         enroll,
         login,
         pending,
@@ -375,6 +384,12 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("PUT", "/v1/admin/policy", _) => (r.path.to_owned(), Some(json!({"mfa_required": true}))),
         ("PUT", "/v1/admin/dlp-policy", _) => (r.path.to_owned(), Some(json!({}))),
         ("GET", "/v1/dlp-policy", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/journal-keys", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/compliance/journal", _) => (r.path.to_owned(), None),
+        ("POST", "/v1/journal/mismatch", _) => (
+            r.path.to_owned(),
+            Some(json!({"conversation_id": conv, "message_id": fx.first_message, "seq": 1})),
+        ),
         ("POST", "/v1/admin/users", _) => (
             r.path.to_owned(),
             Some(json!({"username": format!("new-{t}"), "role": "nurse"})),

@@ -42,8 +42,12 @@ fn conversation_of(row: &PgRow) -> StoreResult<Conversation> {
     })
 }
 
+/// Envelope columns with the journal copy; every envelope read LEFT JOINs the archive as `j`
+/// (`ENVELOPE_JOURNAL_JOIN`), so a delivered envelope carries its copy.
 const ENVELOPE_COLS: &str = "e.conversation_id, e.seq, e.message_id, e.kind, e.epoch, \
-     e.sender_user_id, e.sender_device_id, e.client_message_id, e.sent_at, e.payload";
+     e.sender_user_id, e.sender_device_id, e.client_message_id, e.sent_at, e.payload, \
+     j.key_id AS journal_key_id, j.ciphertext AS journal_ciphertext";
+const ENVELOPE_JOURNAL_JOIN: &str = "LEFT JOIN journal j ON j.message_id = e.message_id";
 
 fn envelope_of(row: &PgRow) -> StoreResult<Envelope> {
     let kind: String = col(row, "kind")?;
@@ -59,6 +63,16 @@ fn envelope_of(row: &PgRow) -> StoreResult<Envelope> {
         client_message_id: col(row, "client_message_id")?,
         sent_at: col(row, "sent_at")?,
         payload: payload.into(),
+        journal: match (
+            col::<Option<String>>(row, "journal_key_id")?,
+            col::<Option<Vec<u8>>>(row, "journal_ciphertext")?,
+        ) {
+            (Some(key_id), Some(ciphertext)) => Some(ward_proto::JournalCopy {
+                key_id,
+                ciphertext: ciphertext.into(),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -536,6 +550,24 @@ impl ConversationStore for PgStore {
         .execute(&mut *tx)
         .await
         .write("message", "device")?;
+        if let Some(j) = &req.journal {
+            sqlx::query(
+                "INSERT INTO journal (message_id, conversation_id, seq, sender_user_id, \
+                 sender_device_id, key_id, ciphertext, sent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(req.message_id.0)
+            .bind(conv)
+            .bind(seq)
+            .bind(req.sender_user_id.0)
+            .bind(req.sender_device_id.0)
+            .bind(&j.key_id)
+            .bind(j.ciphertext.as_slice())
+            .bind(req.sent_at)
+            .execute(&mut *tx)
+            .await
+            .write("journal copy", "journal key")?;
+        }
         sqlx::query("UPDATE conversations SET epoch = $2, last_seq = $3 WHERE id = $1")
             .bind(conv)
             .bind(new_epoch)
@@ -566,6 +598,7 @@ impl ConversationStore for PgStore {
             client_message_id: req.client_message_id,
             sent_at: req.sent_at,
             payload: req.payload.clone().into(),
+            journal: req.journal.clone(),
         };
         // Last, so the chain's global head lock is held only for the commit.
         let audit_seq = match &req.audit {
@@ -625,7 +658,7 @@ impl ConversationStore for PgStore {
              JOIN envelopes e ON e.conversation_id = cd.conversation_id \
              AND e.seq > GREATEST(cd.delivered_seq, cd.from_seq) \
              AND (cd.until_seq IS NULL OR e.seq <= cd.until_seq) \
-             WHERE cd.device_id = $1 AND e.sender_device_id <> $1 \
+             {ENVELOPE_JOURNAL_JOIN} WHERE cd.device_id = $1 AND e.sender_device_id <> $1 \
              ORDER BY e.conversation_id, e.seq LIMIT $2"
         )))
         .bind(device.0)
@@ -710,7 +743,8 @@ impl ConversationStore for PgStore {
 
     async fn envelope(&self, id: ConversationId, seq: u64) -> StoreResult<Option<Envelope>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENVELOPE_COLS} FROM envelopes e WHERE e.conversation_id = $1 AND e.seq = $2"
+            "SELECT {ENVELOPE_COLS} FROM envelopes e {ENVELOPE_JOURNAL_JOIN} \
+             WHERE e.conversation_id = $1 AND e.seq = $2"
         )))
         .bind(id.0)
         .bind(i64_of(seq))

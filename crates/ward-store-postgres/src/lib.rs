@@ -35,6 +35,7 @@ use ward_store::StoreError;
 
 mod audit;
 mod conversations;
+mod journal;
 mod org;
 mod users;
 mod util;

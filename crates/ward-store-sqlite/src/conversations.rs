@@ -22,8 +22,12 @@ type Tx = SqliteConnection;
 
 const CONVERSATION_COLUMNS: &str =
     "c.id, c.kind, c.ciphersuite, c.epoch, c.last_seq, c.created_by, c.direct_key, c.created_at";
+/// Envelope columns with the journal copy; every envelope read LEFT JOINs the archive as `j`
+/// (`ENVELOPE_JOURNAL_JOIN`), so a delivered envelope carries its copy.
 const ENVELOPE_COLUMNS: &str = "e.conversation_id, e.seq, e.message_id, e.kind, e.epoch, \
-     e.sender_user_id, e.sender_device_id, e.client_message_id, e.sent_at, e.payload";
+     e.sender_user_id, e.sender_device_id, e.client_message_id, e.sent_at, e.payload, \
+     j.key_id AS journal_key_id, j.ciphertext AS journal_ciphertext";
+const ENVELOPE_JOURNAL_JOIN: &str = "LEFT JOIN journal j ON j.message_id = e.message_id";
 const INBOX_COLUMNS: &str =
     "i.inbox_seq, i.kind, i.conversation_id, i.commit_seq, i.payload, i.created_at";
 
@@ -55,6 +59,16 @@ fn envelope_from_row(r: &SqliteRow) -> StoreResult<Envelope> {
         client_message_id: c.uuid("client_message_id")?,
         sent_at: c.time("sent_at")?,
         payload: c.blob("payload")?.into(),
+        journal: match (
+            c.opt_text("journal_key_id")?,
+            c.opt_blob("journal_ciphertext")?,
+        ) {
+            (Some(key_id), Some(ciphertext)) => Some(ward_proto::JournalCopy {
+                key_id,
+                ciphertext: ciphertext.into(),
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -461,7 +475,7 @@ impl ConversationStore for SqliteStore {
             "SELECT {ENVELOPE_COLUMNS} FROM routes r JOIN envelopes e \
              ON e.conversation_id = r.conversation_id AND e.seq > r.delivered_seq \
              AND e.seq > r.from_seq AND (r.until_seq IS NULL OR e.seq <= r.until_seq) \
-             WHERE r.device_id = ?1 AND e.sender_device_id != ?1 \
+             {ENVELOPE_JOURNAL_JOIN} WHERE r.device_id = ?1 AND e.sender_device_id != ?1 \
              ORDER BY e.conversation_id, e.seq LIMIT ?2"
         )))
         .bind(&dev)
@@ -506,7 +520,8 @@ impl ConversationStore for SqliteStore {
         seq: u64,
     ) -> StoreResult<Option<Envelope>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENVELOPE_COLUMNS} FROM envelopes e WHERE e.conversation_id = ? AND e.seq = ?"
+            "SELECT {ENVELOPE_COLUMNS} FROM envelopes e {ENVELOPE_JOURNAL_JOIN} \
+             WHERE e.conversation_id = ? AND e.seq = ?"
         )))
         .bind(id(conversation.0))
         .bind(int(seq))
@@ -647,6 +662,7 @@ async fn append_in(tx: &mut Tx, req: &AppendRequest) -> Result<AppendOutcome, Ap
         client_message_id: req.client_message_id,
         sent_at: req.sent_at,
         payload: req.payload.clone().into(),
+        journal: req.journal.clone(),
     };
     sqlx::query(
         "INSERT INTO envelopes (conversation_id, seq, message_id, kind, epoch, \
@@ -666,6 +682,23 @@ async fn append_in(tx: &mut Tx, req: &AppendRequest) -> Result<AppendOutcome, Ap
     .execute(&mut *tx)
     .await
     .map_err(conflict("message"))?;
+    if let Some(j) = &req.journal {
+        sqlx::query(
+            "INSERT INTO journal (message_id, conversation_id, seq, sender_user_id, \
+             sender_device_id, key_id, ciphertext, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id(req.message_id.0))
+        .bind(&conv)
+        .bind(int(seq))
+        .bind(id(req.sender_user_id.0))
+        .bind(&sender_device)
+        .bind(&j.key_id)
+        .bind(j.ciphertext.as_slice())
+        .bind(us(req.sent_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
 
     let mut new_epoch = epoch;
     let mut inbox = Vec::new();

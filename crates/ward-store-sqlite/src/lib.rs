@@ -16,6 +16,7 @@ mod codec;
 mod conversations;
 mod devices;
 mod group;
+mod journal;
 mod org;
 mod users;
 

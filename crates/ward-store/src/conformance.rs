@@ -39,6 +39,9 @@ use ward_proto::{
     InboxKind, MessageId, Role, UserId, UserStatus, Username,
 };
 
+mod journal;
+pub use journal::*;
+
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
     AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, CommitChanges,
@@ -98,6 +101,9 @@ macro_rules! conformance_tests {
             audit_chain_and_pagination,
             audit_checkpoints,
             audit_concurrent_appends_chain,
+            journal_keys_install_and_list,
+            journal_copies_archived_with_envelopes,
+            journal_query_filters_and_pages,
         );
     };
 }
@@ -247,6 +253,7 @@ pub fn app(
         sent_at: now(),
         commit: None,
         audit: None,
+        journal: None,
     }
 }
 

@@ -255,9 +255,16 @@ pub struct AppendRequest {
     /// a send costs one durable write. The store sets `target` to the message id and adds the
     /// assigned `seq` to `details` (which must be a JSON object).
     pub audit: Option<AuditEvent>,
+    /// For application messages while a journal key is installed: the compliance journal
+    /// copy, written to the journal archive in the same transaction as the envelope.
+    pub journal: Option<ward_proto::JournalCopy>,
 }
 
 /// An appended (or found) envelope.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "Accepted is the common outcome; boxing it would allocate on every send"
+)]
 #[derive(Clone, Debug)]
 pub enum AppendOutcome {
     /// Newly stored; durable.
@@ -332,4 +339,55 @@ pub struct AuditCheckpoint {
     pub signature: Vec<u8>,
     /// Time.
     pub at: OffsetDateTime,
+}
+
+/// An organisation journal public key, as installed (`ward admin org set-journal-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalKey {
+    /// Hex of the first 16 bytes of SHA-256(public key).
+    pub key_id: String,
+    /// The X-Wing public key.
+    pub public_key: Vec<u8>,
+    /// When it was installed; the newest key is the current one.
+    pub created_at: OffsetDateTime,
+}
+
+/// One journal copy in the archive. The archive is apart from the envelope log: deleting
+/// messages never deletes it; it has its own retention (`retain_until`, not yet enforced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Position in the archive (ascending in insertion order), for paging.
+    pub archive_seq: u64,
+    /// The message.
+    pub message_id: MessageId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// Its seq.
+    pub seq: u64,
+    /// Sending user (as the server authenticated it).
+    pub sender_user_id: UserId,
+    /// Sending device.
+    pub sender_device_id: DeviceId,
+    /// When the server accepted the message.
+    pub sent_at: OffsetDateTime,
+    /// The copy.
+    pub copy: ward_proto::JournalCopy,
+}
+
+/// Which archive entries to read; every filter is optional, results ascend by
+/// [`JournalEntry::archive_seq`].
+#[derive(Clone, Debug, Default)]
+pub struct JournalQuery {
+    /// Entries with `archive_seq` greater than this.
+    pub after: u64,
+    /// At most this many (callers bound it).
+    pub limit: usize,
+    /// Only this conversation.
+    pub conversation_id: Option<ConversationId>,
+    /// Only messages sent by this user.
+    pub sender_user_id: Option<UserId>,
+    /// Only messages accepted at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only messages accepted before this time.
+    pub until: Option<OffsetDateTime>,
 }

@@ -9,8 +9,8 @@ use ward_proto::{
 
 use crate::{
     AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, Conversation, Device,
-    Enrollment, EnrollmentCode, Member, MemberDevice, NewConversation, OrgPolicy, Organisation,
-    ReceiptKind, Session, StoreResult, SyncBatch, User,
+    Enrollment, EnrollmentCode, JournalEntry, JournalKey, JournalQuery, Member, MemberDevice,
+    NewConversation, OrgPolicy, Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User,
 };
 
 /// The organisation and the server's encrypted secrets.
@@ -139,8 +139,9 @@ pub trait ConversationStore {
     /// Devices routed to now.
     async fn member_devices(&self, id: ConversationId) -> StoreResult<Vec<MemberDevice>>;
     /// Append an envelope atomically: idempotency, membership, epoch check, seq assignment,
-    /// and for commits the epoch bump, commit log, membership changes and Welcomes. Nothing
-    /// is written unless everything is.
+    /// for commits the epoch bump, commit log, membership changes and Welcomes, and the
+    /// journal copy into the archive. Nothing is written unless everything is. Envelopes
+    /// read back (sync, `envelope`) carry their journal copy.
     async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError>;
     /// Undelivered items for a device: inbox items first, then envelopes after the device's
     /// cursor (its own messages excluded), at most `limit` in all.
@@ -179,6 +180,19 @@ pub trait AuditStore {
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
 }
 
+/// The compliance journal: the organisation's journal keys and the archive of journal copies
+/// (written by [`ConversationStore::append`] with their envelopes).
+#[async_trait]
+pub trait JournalStore {
+    /// Install a journal key; it becomes the current one (the newest). `Conflict("journal
+    /// key")` when a key with this id exists.
+    async fn add_journal_key(&self, key: &JournalKey) -> StoreResult<()>;
+    /// Every installed key, oldest first.
+    async fn journal_keys(&self) -> StoreResult<Vec<JournalKey>>;
+    /// Archive entries matching `query`, ascending by archive seq.
+    async fn journal_entries(&self, query: &JournalQuery) -> StoreResult<Vec<JournalEntry>>;
+}
+
 /// Everything the server needs from storage.
 #[async_trait]
 pub trait Store:
@@ -189,6 +203,7 @@ pub trait Store:
     + KeyPackageStore
     + ConversationStore
     + AuditStore
+    + JournalStore
     + Send
     + Sync
     + 'static

@@ -99,7 +99,7 @@ pub fn profile_dir(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("ward-profile"))
 }
 
-fn secret(var: &str, prompt: &str) -> anyhow::Result<String> {
+pub(crate) fn secret(var: &str, prompt: &str) -> anyhow::Result<String> {
     if let Ok(v) = std::env::var(var) {
         return Ok(v);
     }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod client_cmd;
+mod compliance;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ enum Command {
         /// Message id.
         message_id: String,
     },
+    /// The compliance journal: make the journal key, export the archive (offline).
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCommand),
     /// Load-test an in-process server with the clinical chat workload (docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -66,13 +70,13 @@ enum Command {
 struct Location {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Data directory (default ./ward-data).
     #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Database URL: sqlite://PATH or postgres://… (default sqlite://DATA/ward.db).
     #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -112,6 +116,20 @@ enum AdminCommand {
     /// The data-loss-prevention policy clients enforce before encrypting.
     #[command(subcommand)]
     Dlp(DlpCommand),
+    /// Organisation settings: the compliance journal key.
+    #[command(subcommand)]
+    Org(OrgCommand),
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Install the journal public key (journal-public.json from `ward compliance keygen`).
+    /// It becomes the current key: every application message must carry a copy sealed to it.
+    /// Earlier keys stay valid for older copies (rotation).
+    SetJournalKey {
+        /// The public key file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => return serve(args).await,
         Command::Bench(args) => return bench::run(args, json).await,
         Command::Admin(args) => return admin(args, json).await,
+        Command::Compliance(c) => compliance::run(c, &dir, json).await?,
         Command::Enroll(a) => client_cmd::enroll(&dir, a, json).await?,
         Command::Login(a) => client_cmd::login(&dir, a, json).await?,
         Command::Send(a) => client_cmd::send(&dir, a, json).await?,
@@ -354,8 +373,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args.location, None, false)?;
+/// The server's services on its database, as the local operator (data directory and master
+/// key), for `ward admin` and `ward compliance export`.
+async fn open_services(loc: &Location) -> anyhow::Result<Arc<Services>> {
+    let config = load_config(loc, None, false)?;
     ward_server::create_private_dir(&config.data_dir)?;
     let master = Arc::new(match std::env::var("WARD_MASTER_KEY") {
         Ok(hex) => ward_server::keys::MasterKey::from_hex(&hex)
@@ -363,13 +384,17 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         Err(_) => ward_server::keys::MasterKey::load_or_create(&config.master_key_file)?,
     });
     let store = ward_server::open_store(&config.database_url).await?;
-    let services = Services::start(
+    Services::start(
         store,
         master,
         &config.organisation_name,
         Arc::new(SystemClock),
     )
-    .await?;
+    .await
+}
+
+async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let services = open_services(&args.location).await?;
     let actor = Actor::cli();
     let out = |value: serde_json::Value, text: String| {
         if json {
@@ -523,6 +548,21 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             }
+        }
+        AdminCommand::Org(OrgCommand::SetJournalKey { file }) => {
+            let key = compliance::read_public_key_file(&file)?;
+            let k = services
+                .set_journal_key(&actor, key.as_bytes().to_vec())
+                .await
+                .map_err(api)?;
+            out(
+                serde_json::json!({"key_id": k.key_id, "created_at": k.created_at.unix_timestamp()}),
+                format!(
+                    "Journal key {} installed; clients seal every message's journal copy to it.",
+                    k.key_id
+                ),
+            );
+            ExitCode::SUCCESS
         }
         AdminCommand::Dlp(DlpCommand::Show) => {
             let doc = services

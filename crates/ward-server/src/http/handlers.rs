@@ -30,7 +30,7 @@ use crate::service::{AuthSession, DeviceScope, Services};
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
         admin_revoke_device, admin_audit, admin_audit_verify, admin_policy, admin_update_policy,
-        dlp_policy, admin_set_dlp_policy,
+        dlp_policy, admin_set_dlp_policy, journal_keys, journal_mismatch, compliance_journal,
         super::ws::upgrade
     ),
     components(schemas(ErrorBody)),
@@ -554,4 +554,73 @@ pub async fn admin_set_dlp_policy(
 ) -> ApiResult<StatusCode> {
     s.set_dlp_policy(&session.actor(), doc).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The organisation's journal public keys, oldest first, each signed by the organisation CA
+/// (any session). Senders seal each application message's journal copy to the newest.
+#[utoipa::path(get, path = "/v1/journal-keys", security(("bearer" = [])), responses((status = 200, body = ward_proto::JournalKeyList)))]
+pub async fn journal_keys(
+    State(s): State<Arc<Services>>,
+    _session: AuthSession,
+) -> ApiResult<Json<ward_proto::JournalKeyList>> {
+    Ok(Json(s.signed_journal_keys().await?))
+}
+
+/// Report a message refused because its journal copy does not match (member of the
+/// conversation); recorded in the audit log as `journal.mismatch`.
+#[utoipa::path(post, path = "/v1/journal/mismatch", security(("bearer" = [])), request_body = ward_proto::JournalMismatchReport,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn journal_mismatch(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(report): AppJson<ward_proto::JournalMismatchReport>,
+) -> ApiResult<StatusCode> {
+    s.report_journal_mismatch(&session, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of the journal archive.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct JournalArchiveQuery {
+    /// Entries after this archive seq (default 0).
+    pub after: Option<u64>,
+    /// Page size (1 to 1000, default 500).
+    pub limit: Option<usize>,
+    /// Only this conversation.
+    pub conversation: Option<String>,
+    /// Only messages sent by this username.
+    pub user: Option<String>,
+    /// Only messages accepted at or after this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Only messages accepted before this Unix time (seconds).
+    pub until: Option<i64>,
+}
+
+/// A page of the compliance journal archive (ciphertext, decrypted offline); `compliance`
+/// only, audited `journal.archive_read`.
+#[utoipa::path(get, path = "/v1/compliance/journal", security(("bearer" = [])), params(JournalArchiveQuery),
+    responses((status = 200, body = ward_proto::JournalArchivePage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn compliance_journal(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppQuery(q): AppQuery<JournalArchiveQuery>,
+) -> ApiResult<Json<ward_proto::JournalArchivePage>> {
+    let conversation = q
+        .conversation
+        .as_deref()
+        .map(|c| parse_id(c, "conversation"))
+        .transpose()?;
+    Ok(Json(
+        s.journal_archive(
+            &session.actor(),
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(500),
+            conversation,
+            q.user.as_deref(),
+            q.since,
+            q.until,
+        )
+        .await?,
+    ))
 }

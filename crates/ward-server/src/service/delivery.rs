@@ -132,7 +132,7 @@ impl Services {
 
     /// The conversation, if the caller's user is a member (404 otherwise: ids of
     /// conversations one is not in are not confirmed).
-    async fn member_conversation(
+    pub(super) async fn member_conversation(
         &self,
         s: &AuthSession,
         id: ConversationId,
@@ -223,6 +223,8 @@ impl Services {
                 "labels: at most 16, each 1 to 32 characters a-z, 0-9 or _",
             ));
         }
+        self.check_journal_copy(req.kind, req.journal.as_ref())
+            .await?;
         // The hot path reads one conversation row; the store's append checks the device's
         // membership in its transaction. The member list is loaded only where a policy check
         // below needs it, or to tell a non-member (404) from an unwelcomed device (403).
@@ -287,6 +289,9 @@ impl Services {
         if !req.labels.is_empty() {
             details["phi_labels"] = serde_json::json!(req.labels);
         }
+        if let Some(j) = &req.journal {
+            details["journal_key_id"] = serde_json::json!(j.key_id);
+        }
         if req.kind == EnvelopeKind::Commit {
             details["added_users"] = serde_json::json!(req.add_users);
             details["removed_users"] = serde_json::json!(req.remove_users);
@@ -315,6 +320,7 @@ impl Services {
                 sent_at: self.now(),
                 commit,
                 audit: Some(audit),
+                journal: req.journal.clone(),
             })
             .await;
         let outcome = match outcome {
