@@ -15,6 +15,7 @@
 
 mod profile;
 mod transport;
+mod wipe;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,6 +94,21 @@ pub enum WardError {
     /// The MLS core refused something.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The server says this device was wiped and sent a signed instruction. The SDK's
+    /// operations never return this: they verify the instruction and answer
+    /// [`WardError::Wiped`] or, for a forged one, [`CoreError::InvalidWipeInstruction`].
+    #[error("the server ordered this device to be wiped")]
+    WipeOrdered(Box<ward_proto::WipeInstruction>),
+    /// This device was wiped by the organisation: its profile has been erased and it can no
+    /// longer log in. Enroll again as a new device if an administrator allows it.
+    #[error(
+        "this device was wiped by your organisation: its local data has been erased{}",
+        if *.confirmed { "" } else { " (the confirmation could not be sent)" }
+    )]
+    Wiped {
+        /// Whether the server accepted the confirmation.
+        confirmed: bool,
+    },
 }
 
 impl WardError {
@@ -199,8 +215,20 @@ pub struct EnrollParams<'a> {
 impl WardClient {
     /// Enroll this device: create the signature key, use the enrollment code, verify the
     /// credential the organisation CA issued, upload KeyPackages, save the profile.
+    ///
+    /// The new password is checked against the organisation's rules (minimum length from
+    /// `GET /v1/server`, common passwords, the username) before anything is sent; the server
+    /// checks again.
     pub async fn enroll(p: EnrollParams<'_>) -> Result<(WardClient, Enrolled), WardError> {
         let (api, info, identity) = Self::prepare(&p).await?;
+        // An older server sends no minimum (0): the server's own check still applies.
+        ward_proto::check_password(
+            p.password,
+            p.username.as_str(),
+            info.password_min_length
+                .max(ward_proto::MIN_PASSWORD_CHARS_FLOOR),
+        )
+        .map_err(|e| WardError::InvalidInput(e.to_string()))?;
         let resp: EnrollResponse = api
             .post(
                 "/v1/enroll",
@@ -343,13 +371,29 @@ impl WardClient {
         self.core.trust_anchor().org_ca_public_key
     }
 
+    /// The devices in this device's MLS group of a conversation: the cryptographic roster
+    /// (who can decrypt what is sent next), not the server's routing.
+    pub fn group_devices(&self, conversation: ConversationId) -> Vec<DeviceId> {
+        self.core
+            .members(conversation)
+            .iter()
+            .map(|c| c.device_id)
+            .collect()
+    }
+
     /// The local message history.
     pub fn history(&self) -> &[StoredMessage] {
         &self.profile.data.messages
     }
 
     /// Log in again on this device.
+    /// A wiped device gets [`WardError::Wiped`] after erasing its profile (see [`Self::sync`]).
     pub async fn login(&mut self, password: &str, totp: Option<String>) -> Result<(), WardError> {
+        let r = self.login_inner(password, totp).await;
+        self.obey_wipe(r).await
+    }
+
+    async fn login_inner(&mut self, password: &str, totp: Option<String>) -> Result<(), WardError> {
         self.api.set_token(None);
         let resp: LoginResponse = self
             .api
@@ -603,7 +647,16 @@ impl WardClient {
 
     /// Fetch and process everything pending, acknowledge it, keep KeyPackages stocked, and add
     /// members' new devices to shared conversations.
+    ///
+    /// If the server answers that this device was wiped, the signed instruction is verified:
+    /// a genuine one erases the profile and returns [`WardError::Wiped`]; a forged one erases
+    /// nothing and returns [`CoreError::InvalidWipeInstruction`].
     pub async fn sync(&mut self) -> Result<SyncReport, WardError> {
+        let r = self.sync_inner().await;
+        self.obey_wipe(r).await
+    }
+
+    async fn sync_inner(&mut self) -> Result<SyncReport, WardError> {
         self.flush_outbox().await?;
         let mut report = self.sync_once().await?;
         let more = self.maintain_groups().await?;

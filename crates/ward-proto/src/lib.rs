@@ -12,6 +12,8 @@ mod bytes;
 mod error;
 mod ids;
 mod names;
+mod password;
+mod wipe;
 mod ws;
 
 pub use api::*;
@@ -19,6 +21,11 @@ pub use bytes::Bytes;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use names::{NameError, Role, Username};
+pub use password::{
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS_CEILING, MIN_PASSWORD_CHARS_FLOOR, PasswordError,
+    SINGLE_FACTOR_MIN_PASSWORD_CHARS, check_password, min_password_chars,
+};
+pub use wipe::{WipeConfirmation, WipeInstruction, WipeOrderInfo};
 pub use ws::{ClientFrame, ServerEvent};
 
 /// Largest MLS message the delivery service accepts, in bytes (base64 excluded).
