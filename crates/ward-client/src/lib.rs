@@ -94,9 +94,10 @@ pub enum WardError {
     /// The MLS core refused something.
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// The server says this device was wiped and sent a signed instruction. The SDK's
-    /// operations never return this: they verify the instruction and answer
-    /// [`WardError::Wiped`] or, for a forged one, [`CoreError::InvalidWipeInstruction`].
+    /// The server says this device was wiped and sent a signed instruction. `sync`, `login`,
+    /// `send_message` and `follow` act on it (they answer [`WardError::Wiped`] after erasing,
+    /// or [`CoreError::InvalidWipeInstruction`] for a forged instruction); other operations
+    /// return it as is, and the next sync obeys it.
     #[error("the server ordered this device to be wiped")]
     WipeOrdered(Box<ward_proto::WipeInstruction>),
     /// This device was wiped by the organisation: its profile has been erased and it can no
@@ -436,6 +437,19 @@ impl WardClient {
         priority: Priority,
         confirm_phi: bool,
     ) -> Result<Sent, WardError> {
+        let r = self
+            .send_message_inner(target, text, priority, confirm_phi)
+            .await;
+        self.obey_wipe(r).await
+    }
+
+    async fn send_message_inner(
+        &mut self,
+        target: Target,
+        text: &str,
+        priority: Priority,
+        confirm_phi: bool,
+    ) -> Result<Sent, WardError> {
         let content = MessageContent::text(text, priority, now_ms());
         content
             .validate()
@@ -669,7 +683,14 @@ impl WardClient {
         &mut self,
         mut on_message: impl FnMut(&StoredMessage),
     ) -> Result<(), WardError> {
-        let mut ws = self.api.websocket().await?;
+        let mut ws = match self.api.websocket().await {
+            Ok(ws) => ws,
+            // The upgrade's refusal has no readable body: a sync tells why (and obeys a wipe).
+            Err(e) => {
+                self.sync().await?;
+                return Err(e);
+            }
+        };
         let report = self.sync().await?;
         report.messages.iter().for_each(&mut on_message);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));

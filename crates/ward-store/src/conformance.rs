@@ -407,6 +407,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         max_failed_logins: 3,
         lockout_secs: 30,
         ciphersuites: vec![crate::CIPHERSUITE_X25519],
+        password_min_length: 20,
+        notification_privacy: true,
         dlp: Some(serde_json::json!({"policy": {"default": "warn", "rules": []}})),
     };
     store.set_policy(&policy).await.unwrap();
