@@ -426,3 +426,52 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .unwrap()
         .0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_passwords_are_checked_by_the_client_before_sending() {
+    let server = tls_server().await;
+    let ca = server.ca_pem.clone().unwrap();
+    let code = server.create_user("erin", Role::Nurse).await;
+    for (password, needle) in [
+        ("short one", "at least 12"),
+        ("Password1234", "common passwords"),
+        ("erin's long password", "username"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = WardClient::enroll(EnrollParams {
+            profile_dir: &dir.path().join("profile"),
+            passphrase: PASSPHRASE,
+            server_url: &server.url,
+            ca_pem: &ca,
+            username: Username::parse("erin").unwrap(),
+            enrollment_code: &code,
+            password,
+            device_name: "phone",
+        })
+        .await
+        .err()
+        .unwrap();
+        // Refused locally (InvalidInput), not by the server (Api).
+        assert!(
+            matches!(&err, WardError::InvalidInput(m) if m.contains(needle)),
+            "{password}: {err:?}"
+        );
+        assert!(!dir.path().join("profile").join("profile.ward").exists());
+    }
+    // The code is still unused: a good password enrolls.
+    let dir = tempfile::tempdir().unwrap();
+    let (erin, _) = WardClient::enroll(EnrollParams {
+        profile_dir: &dir.path().join("profile"),
+        passphrase: PASSPHRASE,
+        server_url: &server.url,
+        ca_pem: &ca,
+        username: Username::parse("erin").unwrap(),
+        enrollment_code: &code,
+        password: PASSWORD,
+        device_name: "phone",
+    })
+    .await
+    .unwrap();
+    assert_eq!(erin.username().as_str(), "erin");
+    server.stop().await;
+}
