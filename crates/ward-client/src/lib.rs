@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod error;
 mod journal;
 mod profile;
 mod transport;
+mod wipe;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +37,7 @@ use ward_proto::{
     Username, WelcomeDelivery,
 };
 
+pub use error::WardError;
 pub use journal::{
     JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
 };
@@ -49,64 +52,6 @@ const KEY_PACKAGE_BATCH: usize = 30;
 const COMMIT_ATTEMPTS: usize = 6;
 /// Largest sync page.
 const SYNC_PAGE: usize = 500;
-
-/// Errors of the SDK. Messages are meant for the person at the keyboard.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WardError {
-    /// The server refused the request.
-    #[error("{message}")]
-    Api {
-        /// Server error code.
-        code: ErrorCode,
-        /// Server message.
-        message: String,
-        /// For epoch conflicts.
-        current_epoch: Option<u64>,
-    },
-    /// No valid session: log in again.
-    #[error("not logged in or session expired ({0}); run `ward login`")]
-    SessionExpired(String),
-    /// Network failure; queued writes are retried on the next sync.
-    #[error("could not reach the server: {0}")]
-    Transport(String),
-    /// The server's certificate was not accepted.
-    #[error("{0}")]
-    Tls(String),
-    /// The profile passphrase is wrong, or the profile file was altered.
-    #[error("wrong passphrase, or the profile file is corrupted")]
-    WrongPassphrase,
-    /// The journal key file's passphrase is wrong, or the file was altered.
-    #[error("wrong journal key passphrase, or the journal key file is corrupted")]
-    WrongJournalPassphrase,
-    /// The profile could not be read or written.
-    #[error("profile: {0}")]
-    Profile(String),
-    /// The input is not acceptable.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// The organisation's DLP policy blocks this message (it appears to contain PHI).
-    #[error("not sent: the organisation's policy blocks messages containing {}", .labels.join(", "))]
-    PhiBlocked {
-        /// Detectors that fired.
-        labels: Vec<String>,
-    },
-    /// The message appears to contain PHI; send again with confirmation (`--confirm-phi`).
-    #[error("not sent: the message appears to contain {}; check it and send with --confirm-phi to proceed", .labels.join(", "))]
-    PhiNeedsConfirmation {
-        /// Detectors that fired.
-        labels: Vec<String>,
-    },
-    /// The MLS core refused something.
-    #[error(transparent)]
-    Core(#[from] CoreError),
-}
-
-impl WardError {
-    fn is(&self, code: ErrorCode) -> bool {
-        matches!(self, WardError::Api { code: c, .. } if *c == code)
-    }
-}
 
 /// Where a message goes.
 #[derive(Clone, Debug)]
@@ -210,8 +155,20 @@ pub struct EnrollParams<'a> {
 impl WardClient {
     /// Enroll this device: create the signature key, use the enrollment code, verify the
     /// credential the organisation CA issued, upload KeyPackages, save the profile.
+    ///
+    /// The new password is checked against the organisation's rules (minimum length from
+    /// `GET /v1/server`, common passwords, the username) before anything is sent; the server
+    /// checks again.
     pub async fn enroll(p: EnrollParams<'_>) -> Result<(WardClient, Enrolled), WardError> {
         let (api, info, identity) = Self::prepare(&p).await?;
+        // An older server sends no minimum (0): the server's own check still applies.
+        ward_proto::check_password(
+            p.password,
+            p.username.as_str(),
+            info.password_min_length
+                .max(ward_proto::MIN_PASSWORD_CHARS_FLOOR),
+        )
+        .map_err(|e| WardError::InvalidInput(e.to_string()))?;
         let resp: EnrollResponse = api
             .post(
                 "/v1/enroll",
@@ -369,13 +326,29 @@ impl WardClient {
         self.core.trust_anchor().org_ca_public_key
     }
 
+    /// The devices in this device's MLS group of a conversation: the cryptographic roster
+    /// (who can decrypt what is sent next), not the server's routing.
+    pub fn group_devices(&self, conversation: ConversationId) -> Vec<DeviceId> {
+        self.core
+            .members(conversation)
+            .iter()
+            .map(|c| c.device_id)
+            .collect()
+    }
+
     /// The local message history.
     pub fn history(&self) -> &[StoredMessage] {
         &self.profile.data.messages
     }
 
     /// Log in again on this device.
+    /// A wiped device gets [`WardError::Wiped`] after erasing its profile (see [`Self::sync`]).
     pub async fn login(&mut self, password: &str, totp: Option<String>) -> Result<(), WardError> {
+        let r = self.login_inner(password, totp).await;
+        self.obey_wipe(r).await
+    }
+
+    async fn login_inner(&mut self, password: &str, totp: Option<String>) -> Result<(), WardError> {
         self.api.set_token(None);
         let resp: LoginResponse = self
             .api
@@ -412,6 +385,19 @@ impl WardClient {
     /// encryption: `block` refuses, `warn` refuses unless `confirm_phi`, `label` attaches
     /// labels that the server records in the audit log.
     pub async fn send_message(
+        &mut self,
+        target: Target,
+        text: &str,
+        priority: Priority,
+        confirm_phi: bool,
+    ) -> Result<Sent, WardError> {
+        let r = self
+            .send_message_inner(target, text, priority, confirm_phi)
+            .await;
+        self.obey_wipe(r).await
+    }
+
+    async fn send_message_inner(
         &mut self,
         target: Target,
         text: &str,
@@ -629,7 +615,16 @@ impl WardClient {
 
     /// Fetch and process everything pending, acknowledge it, keep KeyPackages stocked, and add
     /// members' new devices to shared conversations.
+    ///
+    /// If the server answers that this device was wiped, the signed instruction is verified:
+    /// a genuine one erases the profile and returns [`WardError::Wiped`]; a forged one erases
+    /// nothing and returns [`CoreError::InvalidWipeInstruction`].
     pub async fn sync(&mut self) -> Result<SyncReport, WardError> {
+        let r = self.sync_inner().await;
+        self.obey_wipe(r).await
+    }
+
+    async fn sync_inner(&mut self) -> Result<SyncReport, WardError> {
         self.flush_outbox().await?;
         let mut report = self.sync_once().await?;
         let more = self.maintain_groups().await?;
@@ -642,7 +637,14 @@ impl WardClient {
         &mut self,
         mut on_message: impl FnMut(&StoredMessage),
     ) -> Result<(), WardError> {
-        let mut ws = self.api.websocket().await?;
+        let mut ws = match self.api.websocket().await {
+            Ok(ws) => ws,
+            // The upgrade's refusal has no readable body: a sync tells why (and obeys a wipe).
+            Err(e) => {
+                self.sync().await?;
+                return Err(e);
+            }
+        };
         let report = self.sync().await?;
         report.messages.iter().for_each(&mut on_message);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));

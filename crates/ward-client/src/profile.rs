@@ -172,6 +172,8 @@ pub struct Profile {
     key: Zeroizing<[u8; 32]>,
     salt: [u8; SALT_LEN],
     _lock: File,
+    /// Set by [`Profile::erase`]: nothing may be written any more.
+    erased: bool,
     /// The decrypted state.
     pub data: ProfileData,
 }
@@ -205,6 +207,7 @@ impl Profile {
             key,
             salt,
             _lock: lock,
+            erased: false,
             data,
         };
         p.save()?;
@@ -277,12 +280,35 @@ impl Profile {
             key,
             salt,
             _lock: lock,
+            erased: false,
             data,
+        })
+    }
+
+    /// Erase the profile for a remote wipe: overwrite every file in the directory with zeros
+    /// and sync it, delete it, then remove the directory. The in-memory state is cleared and
+    /// later [`Profile::save`] calls fail, so nothing is written back.
+    pub fn erase(&mut self) -> Result<(), WardError> {
+        self.erased = true;
+        self.data.messages.clear();
+        self.data.outbox.clear();
+        self.data.session = None;
+        self.key.zeroize();
+        erase_dir(&self.dir).map_err(|e| {
+            WardError::Profile(format!(
+                "could not erase the profile in {}: {e}",
+                self.dir.display()
+            ))
         })
     }
 
     /// Encrypt and write atomically (temp file, fsync, rename, fsync directory).
     pub fn save(&self) -> Result<(), WardError> {
+        if self.erased {
+            return Err(WardError::Profile(
+                "this profile was erased by a remote wipe".into(),
+            ));
+        }
         let plain = Zeroizing::new(
             serde_json::to_vec(&self.data)
                 .map_err(|e| WardError::Profile(format!("cannot encode profile: {e}")))?,
@@ -362,6 +388,37 @@ pub(crate) fn derive_key(passphrase: &str, salt: &[u8]) -> Result<Zeroizing<[u8;
         .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
         .map_err(|e| WardError::Profile(format!("argon2: {e}")))?;
     Ok(key)
+}
+
+/// Overwrite, sync and delete every file under `dir` (depth first), then remove `dir`.
+fn erase_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            erase_dir(&path)?;
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            let len = entry.metadata()?.len();
+            let mut f = OpenOptions::new().write(true).open(&path)?;
+            let zeros = [0u8; 8192];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()?;
+        }
+        std::fs::remove_file(&path)?;
+    }
+    std::fs::remove_dir(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Make the removal durable; a failure here changes nothing already erased.
+        let _ = File::open(parent).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), WardError> {

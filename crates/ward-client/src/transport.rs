@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use ward_proto::{ErrorBody, ErrorCode};
+use ward_proto::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::WardError;
 
@@ -142,6 +142,14 @@ impl Api {
             Ok(b) if b.error.code == ErrorCode::Unauthenticated => {
                 Err(WardError::SessionExpired(b.error.message))
             }
+            Ok(ErrorBody {
+                error:
+                    ErrorDetail {
+                        code: ErrorCode::DeviceWiped,
+                        wipe: Some(instruction),
+                        ..
+                    },
+            }) => Err(WardError::WipeOrdered(Box::new(instruction))),
             Ok(b) => Err(WardError::Api {
                 code: b.error.code,
                 message: b.error.message,

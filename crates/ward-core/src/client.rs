@@ -28,7 +28,10 @@ use openmls::prelude::{
 };
 use openmls_traits::OpenMlsProvider;
 use openmls_traits::storage::StorageProvider;
-use ward_proto::{ClaimedKeyPackage, ConversationId, DeviceCredential, DeviceId};
+use ward_proto::{
+    ClaimedKeyPackage, ConversationId, DeviceCredential, DeviceId, WipeConfirmation,
+    WipeInstruction,
+};
 use zeroize::Zeroizing;
 
 use crate::credential::{Verifier, parse_leaf_credential, to_mls_credential};
@@ -245,6 +248,47 @@ impl Client {
     /// The trust anchor this client verifies credentials against.
     pub fn trust_anchor(&self) -> &TrustAnchor {
         &self.trust
+    }
+
+    /// Check a remote-wipe instruction (ADR 0011) and, when it is genuine, sign the
+    /// confirmation the device sends after erasing its profile.
+    ///
+    /// Genuine means: the organisation CA this device pinned at enrollment signed
+    /// [`WipeInstruction::signed_bytes`] (strict Ed25519) and the instruction names this very
+    /// device. Anything else is [`CoreError::InvalidWipeInstruction`] and the caller must
+    /// erase nothing: a server (or anyone on the path) without the CA key cannot make a device
+    /// destroy its data, and an instruction for one device cannot wipe another.
+    pub fn accept_wipe(
+        &self,
+        instruction: &WipeInstruction,
+    ) -> Result<WipeConfirmation, CoreError> {
+        let ca = ed25519_dalek::VerifyingKey::from_bytes(&self.trust.org_ca_public_key)
+            .map_err(|_| CoreError::InvalidWipeInstruction("the trusted CA key is unusable"))?;
+        let signature: [u8; 64] = instruction
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| CoreError::InvalidWipeInstruction("the signature is not 64 bytes"))?;
+        let signed = WipeInstruction::signed_bytes(
+            instruction.device_id,
+            instruction.issued_at,
+            instruction.nonce.as_slice(),
+        );
+        ca.verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&signature))
+            .map_err(|_| CoreError::InvalidWipeInstruction("not signed by the organisation CA"))?;
+        if instruction.device_id != self.device_id() {
+            return Err(CoreError::InvalidWipeInstruction(
+                "the instruction is for another device",
+            ));
+        }
+        let confirmation =
+            WipeConfirmation::signed_bytes(self.device_id(), instruction.nonce.as_slice());
+        let signature = openmls_traits::signatures::Signer::sign(&self.identity, &confirmation)
+            .map_err(|e| CoreError::Internal(format!("signing the wipe confirmation: {e:?}")))?;
+        Ok(WipeConfirmation {
+            nonce: instruction.nonce.clone(),
+            signature: signature.into(),
+        })
     }
 
     /// `n` one-time KeyPackages (TLS-serialised `MlsMessage`s) for upload. Their private keys

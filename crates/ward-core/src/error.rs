@@ -82,6 +82,11 @@ pub enum CoreError {
     #[error("MLS storage error: {0}")]
     Storage(String),
 
+    /// A wipe instruction was refused: not signed by the organisation CA this device trusts,
+    /// or for another device. Nothing was erased.
+    #[error("wipe instruction refused: {0}")]
+    InvalidWipeInstruction(&'static str),
+
     /// A bug in ward-core: an invariant that should hold did not.
     #[error("internal error: {0}")]
     Internal(String),

@@ -1193,3 +1193,75 @@ fn journal_copies_are_checked_by_every_recipient() {
         "still fine",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Remote wipe instructions (ADR 0011).
+
+fn wipe_instruction(signer: &SigningKey, device: DeviceId) -> ward_proto::WipeInstruction {
+    let nonce = [42u8; 32];
+    let signed = ward_proto::WipeInstruction::signed_bytes(device, 1_800_000_000, &nonce);
+    ward_proto::WipeInstruction {
+        device_id: device,
+        issued_at: 1_800_000_000,
+        nonce: Bytes(nonce.to_vec()),
+        signature: Bytes(signer.sign(&signed).to_bytes().to_vec()),
+    }
+}
+
+#[test]
+fn wipe_instruction_signed_by_the_ca_for_this_device_is_accepted_and_confirmed() {
+    let org = Org::new();
+    let alice = org.client("alice");
+    let instruction = wipe_instruction(&org.ca, alice.device_id());
+    let confirmation = alice.accept_wipe(&instruction).unwrap();
+    assert_eq!(confirmation.nonce, instruction.nonce);
+    // The confirmation verifies under the device's own key, as the server checks it.
+    let key = ed25519_dalek::VerifyingKey::from_bytes(
+        alice
+            .credential()
+            .signature_key
+            .as_slice()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+    let sig: [u8; 64] = confirmation.signature.as_slice().try_into().unwrap();
+    key.verify_strict(
+        &ward_proto::WipeConfirmation::signed_bytes(alice.device_id(), &[42u8; 32]),
+        &ed25519_dalek::Signature::from_bytes(&sig),
+    )
+    .unwrap();
+}
+
+#[test]
+fn forged_unsigned_or_foreign_wipe_instructions_are_refused() {
+    let org = Org::new();
+    let alice = org.client("alice");
+    // Signed by another key (e.g. a server without the CA key).
+    let forger = SigningKey::generate(&mut rand::rngs::OsRng);
+    let forged = wipe_instruction(&forger, alice.device_id());
+    assert!(matches!(
+        alice.accept_wipe(&forged),
+        Err(CoreError::InvalidWipeInstruction(_))
+    ));
+    // Unsigned.
+    let mut unsigned = wipe_instruction(&org.ca, alice.device_id());
+    unsigned.signature = Bytes(Vec::new());
+    assert!(matches!(
+        alice.accept_wipe(&unsigned),
+        Err(CoreError::InvalidWipeInstruction(_))
+    ));
+    // Genuine, but for another device.
+    let other = wipe_instruction(&org.ca, DeviceId::random());
+    assert!(matches!(
+        alice.accept_wipe(&other),
+        Err(CoreError::InvalidWipeInstruction(_))
+    ));
+    // A genuine instruction whose fields were changed afterwards.
+    let mut altered = wipe_instruction(&org.ca, alice.device_id());
+    altered.issued_at += 1;
+    assert!(matches!(
+        alice.accept_wipe(&altered),
+        Err(CoreError::InvalidWipeInstruction(_))
+    ));
+}

@@ -31,6 +31,10 @@ pub struct ServerInfo {
     pub ciphersuites: Vec<u16>,
     /// Whether a second factor is required at login.
     pub mfa_required: bool,
+    /// Minimum length of a new password in force (policy, raised to 15 without MFA), so a
+    /// client can check before sending.
+    #[serde(default)]
+    pub password_min_length: u32,
 }
 
 /// A device as the device itself describes it at registration.
@@ -49,7 +53,8 @@ pub struct EnrollRequest {
     pub username: Username,
     /// The one-time enrollment code an administrator handed out.
     pub enrollment_code: String,
-    /// The password to set (NIST SP 800-63B: 12 to 256 characters, not a common password).
+    /// The password to set (NIST SP 800-63B-4: at least the policy's minimum length, at most
+    /// 256 characters, not a common password, not containing the username).
     pub password: String,
     /// The first device.
     pub device: NewDevice,
@@ -648,6 +653,10 @@ pub struct PolicyInfo {
     pub lockout_secs: u64,
     /// Allowed MLS ciphersuites, default first.
     pub ciphersuites: Vec<u16>,
+    /// Minimum password length when MFA is required (without MFA, at least 15 applies).
+    pub password_min_length: u32,
+    /// Server-to-device events carry ids only: no names, labels or content.
+    pub notification_privacy: bool,
 }
 
 /// `PUT /v1/admin/policy`: change some fields; absent fields keep their value.
@@ -675,6 +684,13 @@ pub struct UpdatePolicyRequest {
     /// Non-empty, each 0x004D (77) or 0x0001 (1), default first.
     #[serde(default)]
     pub ciphersuites: Option<Vec<u16>>,
+    /// 8 to 64 characters.
+    #[serde(default)]
+    pub password_min_length: Option<u32>,
+    /// Must stay true while the server has no channel that could carry more than ids; the
+    /// key exists so the choice is explicit and audited.
+    #[serde(default)]
+    pub notification_privacy: Option<bool>,
 }
 
 /// `GET /v1/dlp-policy`: the organisation's DLP document, signed by the organisation CA so a

@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::WipeInstruction;
+
 /// The one error shape of the API: `{ "error": { "code": "...", "message": "..." } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -18,6 +20,9 @@ pub struct ErrorDetail {
     /// For `epoch_conflict`: the conversation's current epoch, so the client can catch up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_epoch: Option<u64>,
+    /// For `device_wiped`: the signed instruction the device verifies before erasing itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe: Option<WipeInstruction>,
 }
 
 /// Stable error codes. Clients match on these, never on messages.
@@ -59,4 +64,7 @@ pub enum ErrorCode {
     Internal,
     /// The server is not ready (starting or shutting down).
     Unavailable,
+    /// This device was wiped by an administrator: it may not log in or use its session again,
+    /// and the error carries the signed instruction to erase its profile.
+    DeviceWiped,
 }

@@ -13,6 +13,8 @@ mod error;
 mod ids;
 mod journal;
 mod names;
+mod password;
+mod wipe;
 mod ws;
 
 pub use api::*;
@@ -24,6 +26,11 @@ pub use journal::{
     JournalMismatchReport, MAX_JOURNAL_COPY_BYTES, SignedJournalKey,
 };
 pub use names::{NameError, Role, Username};
+pub use password::{
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS_CEILING, MIN_PASSWORD_CHARS_FLOOR, PasswordError,
+    SINGLE_FACTOR_MIN_PASSWORD_CHARS, check_password, min_password_chars,
+};
+pub use wipe::{WipeConfirmation, WipeInstruction, WipeOrderInfo};
 pub use ws::{ClientFrame, ServerEvent};
 
 /// Largest MLS message the delivery service accepts, in bytes (base64 excluded).

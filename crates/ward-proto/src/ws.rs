@@ -13,6 +13,13 @@ pub enum ServerEvent {
     Envelope(Envelope),
     /// A new device-addressed item.
     Inbox(InboxItem),
+    /// A device sharing a conversation with this one was revoked or wiped: sync now, so the
+    /// first member online commits its removal from the MLS groups (ids only, like every
+    /// event: no names, labels or content ever travel in a push).
+    DeviceRevoked {
+        /// The revoked device.
+        device_id: crate::DeviceId,
+    },
     /// The session ended (logout, suspension, revocation, timeout); the socket closes next.
     SessionEnded {
         /// Why.

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ward_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use ward_proto::{ErrorBody, ErrorCode, ErrorDetail, WipeInstruction};
 use ward_store::{AppendError, StoreError};
 
 /// An error answered to a client.
@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// For epoch conflicts.
     pub current_epoch: Option<u64>,
+    /// For `device_wiped`: the signed instruction.
+    pub wipe: Option<Box<WipeInstruction>>,
 }
 
 /// Result of handlers and services.
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             current_epoch: None,
+            wipe: None,
         }
     }
     /// 400 with a message naming the problem.
@@ -46,6 +49,16 @@ impl ApiError {
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthenticated, message)
     }
+    /// 401 `device_wiped` with the signed instruction for the device.
+    pub fn device_wiped(instruction: WipeInstruction) -> Self {
+        Self {
+            wipe: Some(Box::new(instruction)),
+            ..Self::new(
+                ErrorCode::DeviceWiped,
+                "this device was wiped by an administrator; it must erase its data",
+            )
+        }
+    }
     /// 500: logs `cause` (which must not hold PHI) and answers a generic message.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -62,7 +75,9 @@ impl ApiError {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials | ErrorCode::DeviceWiped => {
+                StatusCode::UNAUTHORIZED
+            }
             ErrorCode::AccountLocked | ErrorCode::AccountSuspended | ErrorCode::Forbidden => {
                 StatusCode::FORBIDDEN
             }
@@ -83,6 +98,7 @@ impl ApiError {
                 code: self.code,
                 message: self.message.clone(),
                 current_epoch: self.current_epoch,
+                wipe: self.wipe.as_deref().cloned(),
             },
         }
     }
@@ -128,6 +144,7 @@ impl From<AppendError> for ApiError {
                     "the conversation is at epoch {current_epoch}; process the pending commits and retry"
                 ),
                 current_epoch: Some(current_epoch),
+                wipe: None,
             },
             AppendError::InvalidWelcomeDevice(d) => ApiError::invalid(format!(
                 "welcome names device {d}, which is not an active device of a member after this commit"

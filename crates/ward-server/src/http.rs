@@ -216,6 +216,14 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             "/v1/admin/devices/{device_id}/revoke",
             post(handlers::admin_revoke_device),
         )
+        .route(
+            "/v1/admin/devices/{device_id}/wipe",
+            get(handlers::admin_wipe_status).post(handlers::admin_wipe_device),
+        )
+        .route(
+            "/v1/devices/{device_id}/wipe-confirmation",
+            post(handlers::confirm_wipe),
+        )
         .route("/v1/admin/audit", get(handlers::admin_audit))
         .route("/v1/admin/audit/verify", get(handlers::admin_audit_verify))
         .route(

@@ -65,7 +65,10 @@ pub async fn limit(State(st): State<LimitState>, req: Request, next: Next) -> Re
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let path = req.uri().path();
-    let sensitive = path == "/v1/login" || path == "/v1/enroll";
+    // Unauthenticated writes share the login budget; the wipe confirmation verifies a signature.
+    let sensitive = path == "/v1/login"
+        || path == "/v1/enroll"
+        || (path.starts_with("/v1/devices/") && path.ends_with("/wipe-confirmation"));
     let over = st.limiters.general.check_key(&ip).is_err()
         || (sensitive && st.limiters.login.check_key(&ip).is_err());
     if over {

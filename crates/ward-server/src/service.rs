@@ -9,6 +9,7 @@ mod delivery;
 mod directory;
 mod journal;
 mod secrets;
+mod wipe;
 
 use std::sync::{Arc, RwLock};
 
@@ -214,6 +215,26 @@ impl Services {
             }
             p.ciphersuites = cs;
         }
+        if let Some(v) = req.password_min_length {
+            let (lo, hi) = (
+                ward_proto::MIN_PASSWORD_CHARS_FLOOR,
+                ward_proto::MIN_PASSWORD_CHARS_CEILING,
+            );
+            if !(lo..=hi).contains(&v) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "password_min_length must be between {lo} and {hi} characters (got {v})"
+                )));
+            }
+            p.password_min_length = v;
+        }
+        if let Some(v) = req.notification_privacy {
+            if !v {
+                return Err(crate::error::ApiError::invalid(
+                    "notification_privacy cannot be turned off: every server-to-device event carries ids only",
+                ));
+            }
+            p.notification_privacy = v;
+        }
         if p.absolute_timeout_secs < p.idle_timeout_secs {
             return Err(crate::error::ApiError::invalid(
                 "absolute_timeout_secs must be at least idle_timeout_secs",
@@ -305,6 +326,8 @@ fn policy_info(p: &OrgPolicy) -> ward_proto::PolicyInfo {
         max_failed_logins: p.max_failed_logins,
         lockout_secs: p.lockout_secs,
         ciphersuites: p.ciphersuites.clone(),
+        password_min_length: p.password_min_length,
+        notification_privacy: p.notification_privacy,
     }
 }
 

@@ -143,6 +143,11 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/admin/users/{username}/enrollment-code",           "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("GET",  "/v1/admin/devices",                                    "",                  [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("POST", "/v1/admin/devices/{device_id}/revoke",                 "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    // Remote wipe (after the revoke row: wiping an already revoked device is allowed).
+    row("POST", "/v1/admin/devices/{device_id}/wipe",                   "own target",        [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/admin/devices/{device_id}/wipe",                   "admin's target",    [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    // Public (the wiped device has no session); only a signature by the device's key counts.
+    row("POST", "/v1/devices/{device_id}/wipe-confirmation",            "unsigned",          [F,   F,   F,   F,   F,   F,   F,   F,   F]),
     row("GET",  "/v1/admin/audit",                                      "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("GET",  "/v1/admin/audit/verify",                               "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("GET",  "/v1/admin/policy",                                     "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
@@ -408,6 +413,16 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("POST", "/v1/admin/devices/{device_id}/revoke", _) => {
             (format!("/v1/admin/devices/{}/revoke", fx.devices[i]), None)
         }
+        ("POST", "/v1/admin/devices/{device_id}/wipe", _) => {
+            (format!("/v1/admin/devices/{}/wipe", fx.devices[i]), None)
+        }
+        ("GET", "/v1/admin/devices/{device_id}/wipe", _) => {
+            (format!("/v1/admin/devices/{}/wipe", fx.devices[0]), None)
+        }
+        ("POST", "/v1/devices/{device_id}/wipe-confirmation", _) => (
+            format!("/v1/devices/{}/wipe-confirmation", fx.devices[i]),
+            Some(json!({"nonce": b64(&[0u8; 32]), "signature": b64(&[0u8; 64])})),
+        ),
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),
     };

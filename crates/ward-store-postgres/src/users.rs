@@ -7,7 +7,7 @@ use uuid::Uuid;
 use ward_proto::{DeviceId, UserId, UserStatus, Username};
 use ward_store::{
     Device, DeviceStore, Enrollment, EnrollmentCode, KeyPackageStore, Session, SessionStore,
-    StoreError, StoreResult, User, UserStore,
+    StoreError, StoreResult, User, UserStore, WipeOrder,
 };
 
 use crate::PgStore;
@@ -15,6 +15,68 @@ use crate::util::{
     DbResultExt, col, device_status_of, device_status_str, hash32, role_of, user_status_of,
     user_status_str,
 };
+
+const WIPE_COLS: &str = "device_id, user_id, nonce, ordered_at, delivered_at, confirmed_at";
+
+fn wipe_of(row: &PgRow) -> StoreResult<WipeOrder> {
+    Ok(WipeOrder {
+        device_id: DeviceId(col(row, "device_id")?),
+        user_id: UserId(col(row, "user_id")?),
+        nonce: hash32(col(row, "nonce")?, "wipe nonce")?,
+        ordered_at: col(row, "ordered_at")?,
+        delivered_at: col(row, "delivered_at")?,
+        confirmed_at: col(row, "confirmed_at")?,
+    })
+}
+
+/// Revoke inside `tx`: mark revoked, delete sessions and KeyPackages, close routing. False if
+/// the device was not active.
+async fn revoke_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: DeviceId,
+    now: OffsetDateTime,
+) -> StoreResult<bool> {
+    // Locks the device row first (the order `append` uses too), so a commit welcoming this
+    // device either finishes before (and its routing row is closed below) or sees it revoked.
+    let revoked = sqlx::query(
+        "UPDATE devices SET status = 'revoked', revoked_at = $2 \
+         WHERE id = $1 AND status = 'active'",
+    )
+    .bind(id.0)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .be()?;
+    if revoked.rows_affected() != 1 {
+        return Ok(false);
+    }
+    for sql in [
+        "DELETE FROM sessions WHERE device_id = $1",
+        "DELETE FROM key_packages WHERE device_id = $1",
+        "DELETE FROM last_resort_key_packages WHERE device_id = $1",
+    ] {
+        sqlx::query(sql).bind(id.0).execute(&mut **tx).await.be()?;
+    }
+    // Lock the routing rows in conversation order (as record_receipts does), then close
+    // them at each conversation's current last seq.
+    sqlx::query(
+        "SELECT 1 FROM conversation_devices WHERE device_id = $1 AND until_seq IS NULL \
+         ORDER BY conversation_id FOR NO KEY UPDATE",
+    )
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await
+    .be()?;
+    sqlx::query(
+        "UPDATE conversation_devices cd SET until_seq = c.last_seq FROM conversations c \
+         WHERE c.id = cd.conversation_id AND cd.device_id = $1 AND cd.until_seq IS NULL",
+    )
+    .bind(id.0)
+    .execute(&mut **tx)
+    .await
+    .be()?;
+    Ok(true)
+}
 
 const USER_COLS: &str = "id, username, display_name, role, status, password_hash, \
      totp_secret_enc, failed_logins, locked_until, created_at";
@@ -368,47 +430,99 @@ impl DeviceStore for PgStore {
 
     async fn revoke_device(&self, id: DeviceId, now: OffsetDateTime) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        // Locks the device row first (the order `append` uses too), so a commit welcoming this
-        // device either finishes before (and its routing row is closed below) or sees it revoked.
-        let revoked = sqlx::query(
-            "UPDATE devices SET status = 'revoked', revoked_at = $2 \
-             WHERE id = $1 AND status = 'active'",
-        )
-        .bind(id.0)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .be()?;
-        if revoked.rows_affected() != 1 {
-            return Ok(false);
-        }
-        for sql in [
-            "DELETE FROM sessions WHERE device_id = $1",
-            "DELETE FROM key_packages WHERE device_id = $1",
-            "DELETE FROM last_resort_key_packages WHERE device_id = $1",
-        ] {
-            sqlx::query(sql).bind(id.0).execute(&mut *tx).await.be()?;
-        }
-        // Lock the routing rows in conversation order (as record_receipts does), then close
-        // them at each conversation's current last seq.
-        sqlx::query(
-            "SELECT 1 FROM conversation_devices WHERE device_id = $1 AND until_seq IS NULL \
-             ORDER BY conversation_id FOR NO KEY UPDATE",
-        )
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .be()?;
-        sqlx::query(
-            "UPDATE conversation_devices cd SET until_seq = c.last_seq FROM conversations c \
-             WHERE c.id = cd.conversation_id AND cd.device_id = $1 AND cd.until_seq IS NULL",
-        )
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await
-        .be()?;
+        let revoked = revoke_in(&mut tx, id, now).await?;
         tx.commit().await.be()?;
-        Ok(true)
+        Ok(revoked)
+    }
+
+    async fn order_wipe(&self, order: &WipeOrder) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The device row first, the lock order of revoke_device and append.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM devices WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(order.device_id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .be()?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("device"));
+        }
+        sqlx::query(
+            "INSERT INTO wipe_orders (device_id, user_id, nonce, ordered_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(order.device_id.0)
+        .bind(order.user_id.0)
+        .bind(&order.nonce[..])
+        .bind(order.ordered_at)
+        .execute(&mut *tx)
+        .await
+        .write("wipe order", "device")?;
+        // Keep the hashes before revoke_in deletes the sessions.
+        sqlx::query(
+            "INSERT INTO wipe_tokens (token_hash, device_id) \
+             SELECT token_hash, device_id FROM sessions WHERE device_id = $1",
+        )
+        .bind(order.device_id.0)
+        .execute(&mut *tx)
+        .await
+        .be()?;
+        let revoked = revoke_in(&mut tx, order.device_id, order.ordered_at).await?;
+        tx.commit().await.be()?;
+        Ok(revoked)
+    }
+
+    async fn wipe_order(&self, device: DeviceId) -> StoreResult<Option<WipeOrder>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WIPE_COLS} FROM wipe_orders WHERE device_id = $1"
+        )))
+        .bind(device.0)
+        .fetch_optional(&self.pool)
+        .await
+        .be()?
+        .as_ref()
+        .map(wipe_of)
+        .transpose()
+    }
+
+    async fn wipe_order_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<WipeOrder>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WIPE_COLS} FROM wipe_orders WHERE device_id = \
+             (SELECT device_id FROM wipe_tokens WHERE token_hash = $1)"
+        )))
+        .bind(&token_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .be()?
+        .as_ref()
+        .map(wipe_of)
+        .transpose()
+    }
+
+    async fn mark_wipe_delivered(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE wipe_orders SET delivered_at = $2 \
+             WHERE device_id = $1 AND delivered_at IS NULL",
+        )
+        .bind(device.0)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .be()?;
+        Ok(())
+    }
+
+    async fn mark_wipe_confirmed(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE wipe_orders SET confirmed_at = $2 \
+             WHERE device_id = $1 AND confirmed_at IS NULL",
+        )
+        .bind(device.0)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .be()?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoked_devices(&self) -> StoreResult<Vec<DeviceId>> {

@@ -6,7 +6,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use ward_proto::{DeviceId, DeviceStatus, UserId};
 use ward_store::{
-    Device, DeviceStore, KeyPackageStore, Session, SessionStore, StoreError, StoreResult,
+    Device, DeviceStore, KeyPackageStore, Session, SessionStore, StoreError, StoreResult, WipeOrder,
 };
 
 use crate::SqliteStore;
@@ -42,6 +42,57 @@ fn session_from_row(r: &SqliteRow) -> StoreResult<Session> {
         last_used_at: c.time("last_used_at")?,
         expires_at: c.time("expires_at")?,
     })
+}
+
+const WIPE_COLUMNS: &str = "device_id, user_id, nonce, ordered_at, delivered_at, confirmed_at";
+
+fn wipe_from_row(r: &SqliteRow) -> StoreResult<WipeOrder> {
+    let c = Cols(r);
+    Ok(WipeOrder {
+        device_id: DeviceId(c.uuid("device_id")?),
+        user_id: UserId(c.uuid("user_id")?),
+        nonce: hash32(c.blob("nonce")?)?,
+        ordered_at: c.time("ordered_at")?,
+        delivered_at: c.opt_time("delivered_at")?,
+        confirmed_at: c.opt_time("confirmed_at")?,
+    })
+}
+
+/// Revoke inside `tx`: mark revoked, delete sessions and KeyPackages, close routing. False if
+/// the device was not active.
+async fn revoke_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    device: DeviceId,
+    now: OffsetDateTime,
+) -> StoreResult<bool> {
+    let dev = id(device.0);
+    let done =
+        sqlx::query("UPDATE devices SET status = ?, revoked_at = ? WHERE id = ? AND status = ?")
+            .bind(DeviceStatus::Revoked.name())
+            .bind(us(now))
+            .bind(&dev)
+            .bind(DeviceStatus::Active.name())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for sql in [
+        "DELETE FROM sessions WHERE device_id = ?",
+        "DELETE FROM key_packages WHERE device_id = ?",
+        "DELETE FROM last_resort_key_packages WHERE device_id = ?",
+        // Stop routing: the device keeps what was sent before its revocation.
+        "UPDATE routes SET until_seq = (SELECT c.last_seq FROM conversations c \
+         WHERE c.id = routes.conversation_id) WHERE device_id = ? AND until_seq IS NULL",
+    ] {
+        sqlx::query(sql)
+            .bind(&dev)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(true)
 }
 
 /// Insert a device row inside `tx`.
@@ -138,37 +189,99 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn revoke_device(&self, device: DeviceId, now: OffsetDateTime) -> StoreResult<bool> {
-        let dev = id(device.0);
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            "UPDATE devices SET status = ?, revoked_at = ? WHERE id = ? AND status = ?",
+        let done = revoke_in(&mut tx, device, now).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(done)
+    }
+
+    async fn order_wipe(&self, order: &WipeOrder) -> StoreResult<bool> {
+        let dev = id(order.device_id.0);
+        let mut tx = self.write_tx().await?;
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE id = ?")
+            .bind(&dev)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound("device"));
+        }
+        sqlx::query(
+            "INSERT INTO wipe_orders (device_id, user_id, nonce, ordered_at) VALUES (?, ?, ?, ?)",
         )
-        .bind(DeviceStatus::Revoked.name())
-        .bind(us(now))
         .bind(&dev)
-        .bind(DeviceStatus::Active.name())
+        .bind(id(order.user_id.0))
+        .bind(&order.nonce[..])
+        .bind(us(order.ordered_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("wipe order"))?;
+        // Keep the hashes before revoke_in deletes the sessions.
+        sqlx::query(
+            "INSERT INTO wipe_tokens (token_hash, device_id) \
+             SELECT token_hash, device_id FROM sessions WHERE device_id = ?",
+        )
+        .bind(&dev)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        for sql in [
-            "DELETE FROM sessions WHERE device_id = ?",
-            "DELETE FROM key_packages WHERE device_id = ?",
-            "DELETE FROM last_resort_key_packages WHERE device_id = ?",
-            // Stop routing: the device keeps what was sent before its revocation.
-            "UPDATE routes SET until_seq = (SELECT c.last_seq FROM conversations c \
-             WHERE c.id = routes.conversation_id) WHERE device_id = ? AND until_seq IS NULL",
-        ] {
-            sqlx::query(sql)
-                .bind(&dev)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
+        let revoked = revoke_in(&mut tx, order.device_id, order.ordered_at).await?;
         tx.commit().await.map_err(db)?;
-        Ok(true)
+        Ok(revoked)
+    }
+
+    async fn wipe_order(&self, device: DeviceId) -> StoreResult<Option<WipeOrder>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WIPE_COLUMNS} FROM wipe_orders WHERE device_id = ?"
+        )))
+        .bind(id(device.0))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(wipe_from_row)
+        .transpose()
+    }
+
+    async fn wipe_order_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<WipeOrder>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {WIPE_COLUMNS} FROM wipe_orders WHERE device_id = \
+             (SELECT device_id FROM wipe_tokens WHERE token_hash = ?)"
+        )))
+        .bind(&token_hash[..])
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(wipe_from_row)
+        .transpose()
+    }
+
+    async fn mark_wipe_delivered(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE wipe_orders SET delivered_at = ? WHERE device_id = ? AND delivered_at IS NULL",
+        )
+        .bind(us(at))
+        .bind(id(device.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn mark_wipe_confirmed(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE wipe_orders SET confirmed_at = ? WHERE device_id = ? AND confirmed_at IS NULL",
+        )
+        .bind(us(at))
+        .bind(id(device.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoked_devices(&self) -> StoreResult<Vec<DeviceId>> {

@@ -46,7 +46,7 @@ use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
     AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, CommitChanges,
     Conversation, Device, Enrollment, EnrollmentCode, NewConversation, OrgPolicy, Organisation,
-    ReceiptKind, Session, Store, StoreError, User,
+    ReceiptKind, Session, Store, StoreError, User, WipeOrder,
 };
 
 /// Expands to one `#[tokio::test]` per conformance scenario. The argument is an expression
@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             users_totp_steps_are_single_use,
             devices_create_and_list,
             devices_revoke_stops_everything,
+            devices_wipe_order_lifecycle,
             sessions_lifecycle,
             sessions_purge,
             key_packages_claim_once_then_last_resort,
@@ -416,6 +417,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         max_failed_logins: 3,
         lockout_secs: 30,
         ciphersuites: vec![crate::CIPHERSUITE_X25519],
+        password_min_length: 20,
+        notification_privacy: true,
         dlp: Some(serde_json::json!({"policy": {"default": "warn", "rules": []}})),
     };
     store.set_policy(&policy).await.unwrap();
@@ -843,6 +846,98 @@ pub async fn devices_revoke_stops_everything(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, AppendError::NotMember), "{err:?}");
+}
+
+pub async fn devices_wipe_order_lifecycle(store: Arc<dyn Store>) {
+    let p = pair(&*store).await;
+    let s = session(p.bob.id, p.b.id);
+    store.create_session(&s).await.unwrap();
+    store
+        .add_key_packages(p.b.id, &[vec![1]], Some(&[9]), t0())
+        .await
+        .unwrap();
+    let order = WipeOrder {
+        device_id: p.b.id,
+        user_id: p.bob.id,
+        nonce: random32(),
+        ordered_at: now(),
+        delivered_at: None,
+        confirmed_at: None,
+    };
+    assert_eq!(store.wipe_order(p.b.id).await.unwrap(), None);
+
+    // Ordering a wipe revokes the device like revoke_device, in the same transaction.
+    assert!(
+        store.order_wipe(&order).await.unwrap(),
+        "revoked by the order"
+    );
+    let got = store.device(p.b.id).await.unwrap().expect("device");
+    assert_eq!(got.status, DeviceStatus::Revoked);
+    assert_eq!(got.revoked_at, Some(order.ordered_at));
+    assert_eq!(store.session(&s.token_hash).await.unwrap(), None);
+    assert_eq!(store.key_package_stock(p.b.id).await.unwrap(), (0, false));
+    assert_eq!(
+        device_ids(&store.member_devices(p.conv.id).await.unwrap()),
+        vec![p.a.id]
+    );
+    assert_eq!(store.wipe_order(p.b.id).await.unwrap(), Some(order.clone()));
+    // The old token still finds the order; other tokens do not.
+    assert_eq!(
+        store.wipe_order_by_token(&s.token_hash).await.unwrap(),
+        Some(order.clone())
+    );
+    assert_eq!(store.wipe_order_by_token(&random32()).await.unwrap(), None);
+
+    // A second order for the same device conflicts; unknown devices are not found.
+    let again = store.order_wipe(&order).await.unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
+    let unknown = WipeOrder {
+        device_id: DeviceId::random(),
+        ..order.clone()
+    };
+    let err = store.order_wipe(&unknown).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+    // Delivery keeps the first time; confirmation happens once.
+    let d1 = now();
+    store.mark_wipe_delivered(p.b.id, d1).await.unwrap();
+    store
+        .mark_wipe_delivered(p.b.id, d1 + Duration::seconds(5))
+        .await
+        .unwrap();
+    let c1 = d1 + Duration::seconds(10);
+    assert!(store.mark_wipe_confirmed(p.b.id, c1).await.unwrap());
+    assert!(
+        !store
+            .mark_wipe_confirmed(p.b.id, c1 + Duration::seconds(1))
+            .await
+            .unwrap(),
+        "second confirmation"
+    );
+    assert!(
+        !store
+            .mark_wipe_confirmed(DeviceId::random(), c1)
+            .await
+            .unwrap(),
+        "no order"
+    );
+    let got = store.wipe_order(p.b.id).await.unwrap().expect("order");
+    assert_eq!(got.delivered_at, Some(d1));
+    assert_eq!(got.confirmed_at, Some(c1));
+
+    // A device revoked before the wipe is ordered: the order is stored, nothing revoked anew.
+    let (carol, c_dev, _) = active_user(&*store, "carol").await;
+    assert!(store.revoke_device(c_dev.id, now()).await.unwrap());
+    let late = WipeOrder {
+        device_id: c_dev.id,
+        user_id: carol.id,
+        nonce: random32(),
+        ordered_at: now(),
+        delivered_at: None,
+        confirmed_at: None,
+    };
+    assert!(!store.order_wipe(&late).await.unwrap(), "already revoked");
+    assert_eq!(store.wipe_order(c_dev.id).await.unwrap(), Some(late));
 }
 
 pub async fn sessions_lifecycle(store: Arc<dyn Store>) {

@@ -25,6 +25,12 @@ pub struct OrgPolicy {
     pub lockout_secs: u64,
     /// Allowed MLS ciphersuites, default first.
     pub ciphersuites: Vec<u16>,
+    /// Minimum password length with MFA required; without MFA at least 15 applies
+    /// (`ward_proto::min_password_chars`, NIST SP 800-63B-4).
+    pub password_min_length: u32,
+    /// Server-to-device events carry ids only (no names, labels or content). On by default;
+    /// today every event already obeys it, and it is the rule any future mobile push follows.
+    pub notification_privacy: bool,
     /// The DLP document (`{"config": …, "policy": …}`) clients enforce before encrypting.
     /// Opaque here: its schema lives with the detectors in `ward_core::dlp`.
     pub dlp: Option<serde_json::Value>,
@@ -45,6 +51,8 @@ impl Default for OrgPolicy {
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
             ciphersuites: vec![CIPHERSUITE_XWING, CIPHERSUITE_X25519],
+            password_min_length: 12,
+            notification_privacy: true,
             dlp: None,
         }
     }
@@ -126,6 +134,26 @@ pub struct Device {
     pub revoked_at: Option<OffsetDateTime>,
     /// Last authenticated request.
     pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// An order to wipe a device, kept after the device is revoked so that the device, when it
+/// next contacts the server with its old session token or a login, learns that it must erase
+/// its profile. Only the hashes of the sessions it held are kept, never tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WipeOrder {
+    /// The device to wipe.
+    pub device_id: DeviceId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// Random nonce bound into the signed instruction and the device's confirmation, so a
+    /// confirmation answers this order and no other.
+    pub nonce: [u8; 32],
+    /// When the admin ordered the wipe.
+    pub ordered_at: OffsetDateTime,
+    /// First time the signed instruction was handed to the device.
+    pub delivered_at: Option<OffsetDateTime>,
+    /// When the device confirmed, with a signature, that it erased its profile.
+    pub confirmed_at: Option<OffsetDateTime>,
 }
 
 /// A login session; the token itself is never stored, only its SHA-256.

@@ -11,6 +11,7 @@ use crate::{
     AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, Conversation, Device,
     Enrollment, EnrollmentCode, JournalEntry, JournalKey, JournalQuery, Member, MemberDevice,
     NewConversation, OrgPolicy, Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User,
+    WipeOrder,
 };
 
 /// The organisation and the server's encrypted secrets.
@@ -82,6 +83,23 @@ pub trait DeviceStore {
     async fn revoke_device(&self, id: DeviceId, now: OffsetDateTime) -> StoreResult<bool>;
     /// Ids of revoked devices.
     async fn revoked_devices(&self) -> StoreResult<Vec<DeviceId>>;
+    /// Order a wipe, atomically: keep the hashes of the device's open sessions with the
+    /// order (so its old token still identifies it), revoke it as [`Self::revoke_device`]
+    /// does if it is still active, and store `order` (its `delivered_at`/`confirmed_at` are
+    /// ignored). Returns true if this call revoked the device, false if it was revoked
+    /// before. `NotFound("device")` for an unknown device, `Conflict("wipe order")` if the
+    /// device already has one.
+    async fn order_wipe(&self, order: &WipeOrder) -> StoreResult<bool>;
+    /// The wipe order of a device.
+    async fn wipe_order(&self, device: DeviceId) -> StoreResult<Option<WipeOrder>>;
+    /// The wipe order of the device that held the session with this token hash when the
+    /// wipe was ordered.
+    async fn wipe_order_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<WipeOrder>>;
+    /// Record that the instruction was handed out; only the first time is kept.
+    async fn mark_wipe_delivered(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<()>;
+    /// Record the device's confirmation. Returns false, changing nothing, if there is no
+    /// order or it was already confirmed.
+    async fn mark_wipe_confirmed(&self, device: DeviceId, at: OffsetDateTime) -> StoreResult<bool>;
 }
 
 /// Login sessions.

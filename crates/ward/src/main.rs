@@ -171,6 +171,9 @@ enum PolicyCommand {
         /// Allowed MLS ciphersuites, default first: xwing, x25519.
         #[arg(long, value_delimiter = ',', value_parser = parse_ciphersuite)]
         ciphersuites: Option<Vec<u16>>,
+        /// Minimum password length with MFA (8 to 64); without MFA at least 15 applies.
+        #[arg(long)]
+        password_min_length: Option<u32>,
     },
 }
 
@@ -244,6 +247,17 @@ enum DeviceCommand {
     },
     /// Revoke a device: its sessions end and it stops receiving at once.
     Revoke {
+        /// Device id.
+        device_id: String,
+    },
+    /// Remote wipe: revoke the device now; on its next contact it erases its profile and
+    /// confirms. Members remove it from their MLS groups on their next sync.
+    Wipe {
+        /// Device id.
+        device_id: String,
+    },
+    /// Show a device's wipe order: ordered, delivered, confirmed.
+    WipeStatus {
         /// Device id.
         device_id: String,
     },
@@ -528,6 +542,40 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             );
             ExitCode::SUCCESS
         }
+        AdminCommand::Device(DeviceCommand::Wipe { device_id }) => {
+            let id = device_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
+            let w = services.wipe_device(&actor, id).await.map_err(api)?;
+            out(
+                serde_json::to_value(&w)?,
+                format!(
+                    "Wipe of device {} ordered: revoked now; it erases its data on its next contact.",
+                    w.device_id
+                ),
+            );
+            ExitCode::SUCCESS
+        }
+        AdminCommand::Device(DeviceCommand::WipeStatus { device_id }) => {
+            let id = device_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{device_id:?} is not a device id (a UUID)"))?;
+            let w = services.wipe_status(&actor, id).await.map_err(api)?;
+            let when = |t: Option<time::OffsetDateTime>| {
+                t.map_or_else(|| "not yet".to_owned(), |t| t.to_string())
+            };
+            out(
+                serde_json::to_value(&w)?,
+                format!(
+                    "device {}: ordered {}, delivered {}, confirmed {}",
+                    w.device_id,
+                    w.ordered_at,
+                    when(w.delivered_at),
+                    when(w.confirmed_at)
+                ),
+            );
+            ExitCode::SUCCESS
+        }
         AdminCommand::Audit(AuditCommand::Verify) => {
             let r = services.audit.verify(&actor).await.map_err(api)?;
             let text = if r.ok {
@@ -600,6 +648,7 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             max_failed_logins,
             lockout,
             ciphersuites,
+            password_min_length,
         }) => {
             let req = ward_proto::UpdatePolicyRequest {
                 mfa_required,
@@ -609,6 +658,8 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 max_failed_logins,
                 lockout_secs: lockout,
                 ciphersuites,
+                password_min_length,
+                notification_privacy: None,
             };
             let p = services.update_policy(&actor, req).await.map_err(api)?;
             out(
@@ -673,14 +724,18 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
         .collect();
     format!(
         "MFA required: {}\nidle timeout: {} s\nabsolute timeout: {} s\nenrollment codes valid: {} s\n\
-         lock after {} failed logins for {} s\nciphersuites: {}",
+         lock after {} failed logins for {} s\nciphersuites: {}\n\
+         password minimum length: {} (at least 15 without MFA)\n\
+         notification privacy (ids only in pushed events): {}",
         p.mfa_required,
         p.idle_timeout_secs,
         p.absolute_timeout_secs,
         p.enrollment_ttl_secs,
         p.max_failed_logins,
         p.lockout_secs,
-        suites.join(", ")
+        suites.join(", "),
+        p.password_min_length,
+        p.notification_privacy
     )
 }
 

@@ -577,3 +577,89 @@ fn admin_policy_show_and_set_with_durations() {
         "refused changes change nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_device_wipe_erases_the_profile_on_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ward-data");
+    let server = Server::start(&data);
+    let ca = data.join("tls/ca.pem");
+    let (ok, created, err) = admin_json(&data, &["user", "add", "bob", "--role", "nurse"]);
+    assert!(ok, "{err}");
+    let code = created["enrollment_code"].as_str().unwrap().to_owned();
+    let profile = dir.path().join("bob-profile");
+    let env = [
+        ("WARD_ENROLLMENT_CODE", code.as_str()),
+        ("WARD_PASSWORD", PASSWORD),
+        ("WARD_PASSPHRASE", "a passphrase for the profile"),
+    ];
+    let (ok, out, err) = client(
+        &profile,
+        &env,
+        &[
+            "--json",
+            "enroll",
+            "--server",
+            &server.url,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+            "--username",
+            "bob",
+        ],
+    );
+    assert!(ok, "{err}");
+    let device = json_of(&out)["device_id"].as_str().unwrap().to_owned();
+
+    // Bad ids are named; unknown ones are not found.
+    let (ok, _, err) = admin_json(&data, &["device", "wipe", "not-a-uuid"]);
+    assert!(!ok && err.contains("not a device id"), "{err}");
+    let (ok, _, err) = admin_json(
+        &data,
+        &["device", "wipe", "00000000-0000-4000-8000-000000000000"],
+    );
+    assert!(!ok && err.contains("device not found"), "{err}");
+    let (ok, _, err) = admin_json(&data, &["device", "wipe-status", &device]);
+    assert!(!ok && err.contains("wipe order not found"), "{err}");
+
+    let (ok, order, err) = admin_json(&data, &["device", "wipe", &device]);
+    assert!(ok, "{err}");
+    assert_eq!(order["device_id"], device.as_str());
+    let (ok, _, err) = admin_json(&data, &["device", "wipe", &device]);
+    assert!(!ok && err.contains("already ordered"), "{err}");
+
+    // Bob's next sync erases his profile and says so.
+    let env = [("WARD_PASSPHRASE", "a passphrase for the profile")];
+    let (ok, _, err) = client(&profile, &env, &["sync"]);
+    assert!(!ok && err.contains("wiped by your organisation"), "{err}");
+    assert!(!profile.exists(), "profile directory removed");
+    let (ok, status, err) = admin_json(&data, &["device", "wipe-status", &device]);
+    assert!(ok, "{err}");
+    assert!(status["confirmed_at"].is_string(), "{status}");
+    let (ok, _, err) = client(&profile, &env, &["sync"]);
+    assert!(!ok && err.contains("no Ward profile"), "{err}");
+    let (ok, v, err) = admin_json(&data, &["audit", "verify"]);
+    assert!(ok && v["ok"] == true, "{err} {v}");
+    server.stop();
+}
+
+#[test]
+fn admin_policy_password_minimum_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, p, err) = admin_json(dir.path(), &["policy", "show"]);
+    assert!(ok, "{err}");
+    assert_eq!(p["password_min_length"], 12);
+    assert_eq!(p["notification_privacy"], true);
+    for bad in ["7", "65"] {
+        let (ok, _, err) = admin_json(dir.path(), &["policy", "set", "--password-min-length", bad]);
+        assert!(
+            !ok && err.contains("password_min_length must be between 8 and 64"),
+            "{bad}: {err}"
+        );
+    }
+    let (ok, p, err) = admin_json(
+        dir.path(),
+        &["policy", "set", "--password-min-length", "16"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(p["password_min_length"], 16);
+}

@@ -29,8 +29,9 @@ use crate::service::{AuthSession, DeviceScope, Services};
         list_conversations, create_conversation, get_conversation, send_envelope, message_status,
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
-        admin_revoke_device, admin_audit, admin_audit_verify, admin_policy, admin_update_policy,
-        dlp_policy, admin_set_dlp_policy, journal_keys, journal_mismatch, compliance_journal,
+        admin_revoke_device, admin_wipe_device, admin_wipe_status, confirm_wipe, admin_audit,
+        admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, admin_set_dlp_policy,
+        journal_keys, journal_mismatch, compliance_journal,
         super::ws::upgrade
     ),
     components(schemas(ErrorBody)),
@@ -117,6 +118,10 @@ pub async fn server_info(State(s): State<Arc<Services>>) -> Json<ServerInfo> {
         external_sender_identity: crate::service::EXTERNAL_SENDER_IDENTITY.into(),
         ciphersuites: policy.ciphersuites,
         mfa_required: policy.mfa_required,
+        password_min_length: ward_proto::min_password_chars(
+            policy.password_min_length,
+            policy.mfa_required,
+        ),
     })
 }
 
@@ -476,6 +481,51 @@ pub async fn admin_revoke_device(
         )
         .await?,
     ))
+}
+
+/// Order the remote wipe of a device (admin): revokes it now; the device erases its profile
+/// on its next contact.
+#[utoipa::path(post, path = "/v1/admin/devices/{device_id}/wipe", security(("bearer" = [])), params(("device_id" = String, Path)),
+    responses((status = 200, body = WipeOrderInfo), (status = 409, body = ErrorBody)))]
+pub async fn admin_wipe_device(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<WipeOrderInfo>> {
+    crate::service::require_role(&session.actor(), &[Role::Admin])?;
+    Ok(Json(
+        s.wipe_device(&session.actor(), parse_id(&id, "device_id")?)
+            .await?,
+    ))
+}
+
+/// State of a device's wipe order (admin): ordered, delivered, confirmed.
+#[utoipa::path(get, path = "/v1/admin/devices/{device_id}/wipe", security(("bearer" = [])), params(("device_id" = String, Path)),
+    responses((status = 200, body = WipeOrderInfo), (status = 404, body = ErrorBody)))]
+pub async fn admin_wipe_status(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<WipeOrderInfo>> {
+    crate::service::require_role(&session.actor(), &[Role::Admin])?;
+    Ok(Json(
+        s.wipe_status(&session.actor(), parse_id(&id, "device_id")?)
+            .await?,
+    ))
+}
+
+/// A wiped device confirms it erased its profile (no session; the signature with the device's
+/// MLS key is the proof).
+#[utoipa::path(post, path = "/v1/devices/{device_id}/wipe-confirmation", params(("device_id" = String, Path)),
+    request_body = WipeConfirmation,
+    responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn confirm_wipe(
+    State(s): State<Arc<Services>>,
+    AppPath(id): AppPath<String>,
+    AppJson(req): AppJson<WipeConfirmation>,
+) -> ApiResult<StatusCode> {
+    s.confirm_wipe(parse_id(&id, "device_id")?, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Query of the audit listing.

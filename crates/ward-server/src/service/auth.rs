@@ -65,52 +65,15 @@ pub fn normalize_enrollment_code(code: &str) -> String {
         .collect()
 }
 
-/// A small list of the most common passwords (NIST SP 800-63B asks to refuse known-bad ones).
-const COMMON_PASSWORDS: &[&str] = &[
-    "123456789012",
-    "password1234",
-    "passwordpassword",
-    "qwertyuiopas",
-    "111111111111",
-    "123123123123",
-    "iloveyou1234",
-    "abc123abc123",
-    "qwerty123456",
-    "password123!",
-    "welcome12345",
-    "letmein12345",
-    "administrator",
-    "changeme1234",
-    "hospital1234",
-    "password@123",
-    "p@ssw0rd1234",
-    "1q2w3e4r5t6y",
-    "qazwsxedcrfv",
-    "000000000000",
-];
-
-/// NIST SP 800-63B: length over complexity, refuse common and context-specific passwords.
-pub fn check_password_rules(password: &str, username: &str) -> ApiResult<()> {
-    let len = password.chars().count();
-    if len < 12 {
-        return Err(ApiError::invalid("password must be at least 12 characters"));
-    }
-    if len > 256 {
-        return Err(ApiError::invalid("password must be at most 256 characters"));
-    }
-    let lower = password.to_lowercase();
-    if lower.contains(username) || COMMON_PASSWORDS.contains(&lower.as_str()) {
-        return Err(ApiError::invalid(
-            "password is too easy to guess (common, or contains the username)",
-        ));
-    }
-    if password
-        .chars()
-        .all(|c| c == password.chars().next().unwrap_or(' '))
-    {
-        return Err(ApiError::invalid("password must not repeat one character"));
-    }
-    Ok(())
+/// NIST SP 800-63B-4 rules (`ward_proto::check_password`) with the policy's minimum length.
+pub fn check_password_rules(
+    password: &str,
+    username: &str,
+    policy: &ward_store::OrgPolicy,
+) -> ApiResult<()> {
+    let min = ward_proto::min_password_chars(policy.password_min_length, policy.mfa_required);
+    ward_proto::check_password(password, username, min)
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 fn totp_for(secret: &[u8], issuer: &str, account: &str) -> ApiResult<TOTP> {
@@ -289,7 +252,7 @@ impl Services {
                 .await?;
             return Err(bad_code());
         }
-        check_password_rules(&req.password, user.username.as_str())?;
+        check_password_rules(&req.password, user.username.as_str(), &self.policy())?;
         let password = Zeroizing::new(req.password);
         let pw = password.clone();
         let password_hash = tokio::task::spawn_blocking(move || hash_password_blocking(&pw))
@@ -358,6 +321,14 @@ impl Services {
             return Err(ApiError::invalid(
                 "give exactly one of device_id or new_device",
             ));
+        }
+        // A wiped device learns it on any login attempt, whatever the password: the
+        // instruction only tells it to erase itself (ADR 0011).
+        if let Some(id) = req.device_id {
+            let order = self.store.wipe_order(id).await?;
+            if let Some(wiped) = self.wipe_answer(order, "login").await? {
+                return Err(wiped);
+            }
         }
         let denied = || {
             ApiError::new(
@@ -533,6 +504,11 @@ impl Services {
     pub async fn authenticate(&self, token: &str) -> ApiResult<AuthSession> {
         let token_hash = hash_token(token);
         let Some(s) = self.store.session(&token_hash).await? else {
+            // A token of a wiped device gets the signed instruction instead (ADR 0011).
+            let order = self.store.wipe_order_by_token(&token_hash).await?;
+            if let Some(wiped) = self.wipe_answer(order, "session").await? {
+                return Err(wiped);
+            }
             return Err(ApiError::unauthenticated(
                 "session is unknown, ended or revoked; log in again",
             ));
@@ -623,11 +599,17 @@ mod tests {
 
     #[test]
     fn password_rules() {
-        assert!(check_password_rules("short", "alice").is_err());
-        assert!(check_password_rules("password1234", "alice").is_err());
-        assert!(check_password_rules("alice-is-my-password", "alice").is_err());
-        assert!(check_password_rules("aaaaaaaaaaaaaaaa", "bob").is_err());
-        assert!(check_password_rules("correct horse battery staple", "alice").is_ok());
+        let mut policy = ward_store::OrgPolicy::default();
+        assert!(check_password_rules("short", "alice", &policy).is_err());
+        assert!(check_password_rules("password1234", "alice", &policy).is_err());
+        assert!(check_password_rules("alice-is-my-password", "alice", &policy).is_err());
+        assert!(check_password_rules("aaaaaaaaaaaaaaaa", "bob", &policy).is_err());
+        assert!(check_password_rules("correct horse battery staple", "alice", &policy).is_ok());
+        // 12 characters pass with MFA, not as the only factor (at least 15 then).
+        assert!(check_password_rules("plum kettle9", "alice", &policy).is_ok());
+        policy.mfa_required = false;
+        let err = check_password_rules("plum kettle9", "alice", &policy).unwrap_err();
+        assert!(err.message.contains("at least 15"), "{err}");
     }
 
     #[test]
