@@ -951,7 +951,10 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let started = Instant::now();
+    // Server and generator share this process: every in-flight send holds two sockets.
+    let fd_limit = connections::raise_fd_limit()?;
     let mut notes = vec![
+        format!("file-descriptor limit {fd_limit} (server and generator share it)"),
         "server-only mode: opaque pre-made payloads, no MLS".to_owned(),
         "one device per user: the 10 % second devices of BENCH.md are not modelled".to_owned(),
         "plain HTTP/WebSocket on loopback, no TLS".to_owned(),

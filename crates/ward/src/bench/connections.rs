@@ -181,7 +181,8 @@ fn tls_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-fn raise_fd_limit() -> anyhow::Result<u64> {
+/// Raise this process's soft file-descriptor limit to its hard limit; returns the limit.
+pub fn raise_fd_limit() -> anyhow::Result<u64> {
     let (_, hard) = rlimit::Resource::NOFILE
         .get()
         .context("read RLIMIT_NOFILE")?;
