@@ -130,53 +130,36 @@ async fn run(writer: SqlitePool, mut jobs: mpsc::Receiver<Job>, stats: Arc<Stats
         stats
             .operations
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let finishes = match commit_batch(&writer, &mut batch).await {
-            Ok((finishes, commit)) => {
-                let commit = commit.map_err(|e| e.to_string());
-                finishes.into_iter().map(|f| (f, commit.clone())).collect()
-            }
-            Err((finishes, e)) => {
-                let e = e.to_string();
-                finishes
-                    .into_iter()
-                    .map(|f| (f, Err(e.clone())))
-                    .collect::<Vec<_>>()
-            }
-        };
-        for (finish, result) in finishes {
-            finish(result);
+        let (finishes, commit) = commit_batch(&writer, &mut batch).await;
+        for finish in finishes {
+            finish(commit.clone());
         }
-        batch.clear();
     }
 }
 
-/// Run `batch` in one transaction. `Ok((finishes, commit result))` once the transaction was
-/// opened; `Err` with the finishes gathered so far when the batch could not run at all (each
-/// remaining job is then answered with that error too).
-#[allow(
-    clippy::type_complexity,
-    reason = "a private helper's pair of lists; a named type would not read better"
-)]
+/// Run `batch` (emptying it) in one transaction; returns each operation's `Finish` and the
+/// outcome every one of them is answered with. Operations after a failure that broke the
+/// transaction (or all of them, if it never started) do not run.
 async fn commit_batch(
     writer: &SqlitePool,
     batch: &mut Vec<Job>,
-) -> Result<(Vec<Finish>, Result<(), sqlx::Error>), (Vec<Finish>, StoreError)> {
+) -> (Vec<Finish>, Result<(), String>) {
     let mut finishes = Vec::with_capacity(batch.len());
     let mut conn = match writer.acquire().await {
         Ok(c) => c,
-        Err(e) => return Err((fail_all(batch, &mut finishes).await, db(e))),
+        Err(e) => return (skip_all(batch).await, Err(db(e).to_string())),
     };
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        return Err((fail_all(batch, &mut finishes).await, db(e)));
+        return (skip_all(batch).await, Err(db(e).to_string()));
     }
     let mut broken = None;
     for job in batch.drain(..) {
-        if broken.is_some() {
-            finishes.push(job(None).await.1);
-            continue;
-        }
-        if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *conn).await {
+        if broken.is_none()
+            && let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *conn).await
+        {
             broken = Some(e);
+        }
+        if broken.is_some() {
             finishes.push(job(None).await.1);
             continue;
         }
@@ -202,15 +185,16 @@ async fn commit_batch(
         // A connection in an unknown state is not reused.
         let _ = conn.detach().close().await;
     }
-    Ok((finishes, commit))
+    (finishes, commit.map_err(|e| e.to_string()))
 }
 
 /// The finishes of every job in `batch`, without running them (the batch could not start).
-async fn fail_all(batch: &mut Vec<Job>, finishes: &mut Vec<Finish>) -> Vec<Finish> {
+async fn skip_all(batch: &mut Vec<Job>) -> Vec<Finish> {
+    let mut finishes = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
         finishes.push(job(None).await.1);
     }
-    std::mem::take(finishes)
+    finishes
 }
 
 #[cfg(test)]

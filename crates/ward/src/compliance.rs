@@ -407,10 +407,7 @@ struct Filter {
 /// Where the archive comes from: the server's database (`--data`, as the operator with the
 /// master key), or the API with a compliance session (`--server`, the server audits each page).
 enum Source {
-    Data {
-        services: Arc<Services>,
-        names: BTreeMap<UserId, Option<Username>>,
-    },
+    Data { services: Arc<Services> },
     Server(Box<ward_client::WardClient>),
 }
 
@@ -445,7 +442,6 @@ impl Source {
                 };
                 Ok(Source::Data {
                     services: crate::open_services(&loc).await?,
-                    names: BTreeMap::new(),
                 })
             }
         }
@@ -481,7 +477,7 @@ impl Source {
                 )
                 .await?
                 .entries),
-            Source::Data { services, names } => {
+            Source::Data { services } => {
                 let sender_user_id = match &f.user {
                     Some(u) => Some(
                         services
@@ -504,27 +500,10 @@ impl Source {
                         until: f.until,
                     })
                     .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    if let std::collections::btree_map::Entry::Vacant(slot) =
-                        names.entry(r.sender_user_id)
-                    {
-                        let user = services.store.user(r.sender_user_id).await?;
-                        slot.insert(user.map(|u| u.username));
-                    }
-                    out.push(ward_proto::JournalArchiveEntry {
-                        archive_seq: r.archive_seq,
-                        message_id: r.message_id,
-                        conversation_id: r.conversation_id,
-                        seq: r.seq,
-                        sender_user_id: r.sender_user_id,
-                        sender_username: names.get(&r.sender_user_id).cloned().flatten(),
-                        sender_device_id: r.sender_device_id,
-                        sent_at: r.sent_at,
-                        copy: r.copy,
-                    });
-                }
-                Ok(out)
+                services
+                    .archive_entries(rows)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))
             }
         }
     }

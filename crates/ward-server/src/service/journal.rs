@@ -257,6 +257,30 @@ impl Services {
             .await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
+        let entries = self.archive_entries(rows).await?;
+        self.audit
+            .record(
+                actor,
+                "journal.archive_read",
+                None,
+                serde_json::json!({
+                    "after": after, "limit": limit, "conversation": conversation,
+                    "user": sender, "since": since, "until": until,
+                    "count": entries.len(),
+                    "first": entries.first().map(|e| e.archive_seq),
+                    "last": entries.last().map(|e| e.archive_seq),
+                }),
+            )
+            .await?;
+        Ok(ward_proto::JournalArchivePage { entries, more })
+    }
+
+    /// Archive rows as served to a compliance officer: each with its sender's username (looked
+    /// up once per sender). Shared by the API and `ward compliance export --data`.
+    pub async fn archive_entries(
+        &self,
+        rows: Vec<ward_store::JournalEntry>,
+    ) -> ApiResult<Vec<ward_proto::JournalArchiveEntry>> {
         let mut names = std::collections::BTreeMap::new();
         let mut entries = Vec::with_capacity(rows.len());
         for r in rows {
@@ -276,21 +300,7 @@ impl Services {
                 copy: r.copy,
             });
         }
-        self.audit
-            .record(
-                actor,
-                "journal.archive_read",
-                None,
-                serde_json::json!({
-                    "after": after, "limit": limit, "conversation": conversation,
-                    "user": sender, "since": since, "until": until,
-                    "count": entries.len(),
-                    "first": entries.first().map(|e| e.archive_seq),
-                    "last": entries.last().map(|e| e.archive_seq),
-                }),
-            )
-            .await?;
-        Ok(ward_proto::JournalArchivePage { entries, more })
+        Ok(entries)
     }
 
     /// The installed keys, oldest first, from this node's cache (reloaded when older than

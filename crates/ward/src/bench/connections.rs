@@ -108,7 +108,7 @@ async fn measure(
     ));
     let tokens = sessions(&dir.join("ward.db"), total).await?;
     let ca = std::fs::read_to_string(dir.join("tls").join("ca.pem")).context("server CA")?;
-    let tls = tls_config(&ca)?;
+    let tls = ward_client::tls_config(&ca).map_err(|e| anyhow::anyhow!("server CA: {e}"))?;
 
     let (warm, key_exchange) =
         connect_all(&server.addr, &tls, &tokens[..WARM_UP_CONNECTIONS]).await?;
@@ -162,23 +162,6 @@ pub fn print_summary(r: &ConnectionsReport) {
         r.alive_at_end,
         r.idle_secs,
     );
-}
-
-/// A client configuration trusting only the server's generated CA (aws-lc-rs, so the hybrid
-/// post-quantum key exchange is offered as in the real clients).
-fn tls_config(ca_pem: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("server CA PEM")?)?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
 }
 
 /// Raise this process's soft file-descriptor limit to its hard limit; returns the limit.
