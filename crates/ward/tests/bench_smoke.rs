@@ -80,7 +80,7 @@ fn idle_connections_are_held_and_measured() {
         .args([
             "bench",
             "--idle-connections",
-            "150",
+            "300",
             "--idle-secs",
             "1",
             "--json",
@@ -97,8 +97,8 @@ fn idle_connections_are_held_and_measured() {
     let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!("not JSON ({e}): {stdout}\nstderr: {stderr}");
     });
-    assert_eq!(report["connections"], 150, "{report}");
-    assert_eq!(report["alive_at_end"], 150, "{report}");
+    assert_eq!(report["connections"], 300, "{report}");
+    assert_eq!(report["alive_at_end"], 300, "{report}");
     assert!(
         report["server_rss_after_kib"].as_u64().unwrap()
             >= report["server_rss_before_kib"].as_u64().unwrap() / 2,
