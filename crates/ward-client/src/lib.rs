@@ -28,13 +28,13 @@ use ward_core::{
     TrustAnchor,
 };
 use ward_proto::{
-    AckRequest, ClaimKeyPackagesRequest, ClaimKeyPackagesResponse, ClaimedKeyPackage,
-    ConversationCursor, ConversationId, ConversationInfo, ConversationKind,
-    CreateConversationRequest, DeviceId, DirectoryEntry, EnrollRequest, EnrollResponse,
-    EnvelopeKind, ErrorCode, InboxKind, KeyPackageStock, LoginRequest, LoginResponse, MessageId,
-    MessageStatus, NewDevice, ReadReceiptRequest, RevocationList, SendEnvelopeRequest,
-    SendEnvelopeResponse, ServerEvent, ServerInfo, SyncResponse, UploadKeyPackagesRequest, UserId,
-    Username, WelcomeDelivery,
+    AckRequest, ChangePasswordRequest, ChangePasswordResponse, ClaimKeyPackagesRequest,
+    ClaimKeyPackagesResponse, ClaimedKeyPackage, ConversationCursor, ConversationId,
+    ConversationInfo, ConversationKind, CreateConversationRequest, DeviceId, DirectoryEntry,
+    EnrollRequest, EnrollResponse, EnvelopeKind, ErrorCode, InboxKind, KeyPackageStock,
+    LoginRequest, LoginResponse, MessageId, MessageStatus, NewDevice, ReadReceiptRequest,
+    RevocationList, SendEnvelopeRequest, SendEnvelopeResponse, ServerEvent, ServerInfo,
+    SyncResponse, UploadKeyPackagesRequest, UserId, Username, WelcomeDelivery,
 };
 
 pub use error::WardError;
@@ -369,6 +369,26 @@ impl WardClient {
             expires_at: resp.session.expires_at,
         });
         self.save()
+    }
+
+    /// Change the account's password; the server ends every other session of the account.
+    /// Returns how many it ended. The new password is checked by the server against the
+    /// organisation's rules (the error names the rule it breaks).
+    pub async fn change_password(&mut self, current: &str, new: &str) -> Result<u64, WardError> {
+        if new.is_empty() {
+            return Err(WardError::InvalidInput("the new password is empty".into()));
+        }
+        let resp: ChangePasswordResponse = self
+            .api
+            .post(
+                "/v1/me/password",
+                &ChangePasswordRequest {
+                    current_password: current.to_owned(),
+                    new_password: new.to_owned(),
+                },
+            )
+            .await?;
+        Ok(resp.sessions_ended)
     }
 
     /// Send a text message. Returns once the server has it durably.

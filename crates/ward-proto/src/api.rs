@@ -93,6 +93,29 @@ pub struct LoginRequest {
     pub new_device: Option<NewDevice>,
 }
 
+/// `POST /v1/me/password`: change the caller's password. Ends every other session of the
+/// account; the calling session stays.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    /// The password in use now (re-authentication).
+    pub current_password: String,
+    /// The new password (same rules as at enrollment, and different from the current one).
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePasswordRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePasswordRequest { .. }")
+    }
+}
+
+/// Answer to a password change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChangePasswordResponse {
+    /// How many other sessions of the account were ended.
+    pub sessions_ended: u64,
+}
+
 /// A session token and its limits.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionInfo {

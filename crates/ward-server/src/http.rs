@@ -156,6 +156,7 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route("/v1/login", post(handlers::login))
         .route("/v1/logout", post(handlers::logout))
         .route("/v1/me", get(handlers::me))
+        .route("/v1/me/password", post(handlers::change_password))
         .route("/v1/devices", get(handlers::my_devices))
         .route(
             "/v1/devices/{device_id}/revoke",

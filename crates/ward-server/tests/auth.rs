@@ -307,3 +307,145 @@ async fn policy_changes_are_validated_audited_and_take_effect() {
     let _ = totp_code;
     server.stop().await;
 }
+
+async fn change_password(
+    user: &ward_testing::TestUser,
+    current: &str,
+    new: &str,
+) -> (StatusCode, serde_json::Value) {
+    user.post(
+        "/v1/me/password",
+        json!({"current_password": current, "new_password": new}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn password_change_reauthenticates_applies_rules_and_ends_other_sessions() {
+    let server = TestServer::start_with(ServerOptions {
+        manual_clock: true,
+        ..Default::default()
+    })
+    .await;
+    let admin = server.enroll("root", Role::Admin).await;
+    let alice = server.enroll("alice", Role::Nurse).await;
+    server.advance(time::Duration::seconds(30));
+    let tablet = alice.login_new_device(server.now()).await;
+    let bob = server.enroll("bob", Role::Nurse).await;
+    let new_pw = "plum kettle on the night shift";
+
+    // Wrong current password: refused, counted toward the lockout, audited.
+    let (s, b) = change_password(&alice, "not my password at all", new_pw).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("current_password"),
+        "{b}"
+    );
+    // The rules of enrollment apply, with the rule named.
+    let (s, b) = change_password(&alice, PASSWORD, "short").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("characters"),
+        "{b}"
+    );
+    let (s, b) = change_password(&alice, PASSWORD, "alice-wants-a-new-password").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "username inside: {b}");
+    let (s, b) = change_password(&alice, PASSWORD, PASSWORD).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("differ"),
+        "{b}"
+    );
+    let (s, b) = alice
+        .post("/v1/me/password", json!({"current_password": PASSWORD}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "missing field: {b}");
+    // Nothing above changed anything: the tablet's session is alive.
+    assert_eq!(tablet.get("/v1/me").await.0, StatusCode::OK);
+
+    let (s, b) = change_password(&alice, PASSWORD, new_pw).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["sessions_ended"], 1, "{b}");
+    assert_eq!(
+        alice.get("/v1/me").await.0,
+        StatusCode::OK,
+        "the caller stays logged in"
+    );
+    assert_eq!(
+        tablet.get("/v1/me").await.0,
+        StatusCode::UNAUTHORIZED,
+        "other sessions end"
+    );
+    assert_eq!(
+        bob.get("/v1/me").await.0,
+        StatusCode::OK,
+        "other accounts untouched"
+    );
+
+    // The old password no longer logs in; the new one does.
+    server.advance(time::Duration::seconds(30));
+    let login_with = |pw: &'static str, code: String| {
+        let http = server.client();
+        let url = format!("{}/v1/login", server.url);
+        let device = alice.device_id.clone();
+        async move {
+            send(
+                &http,
+                reqwest::Method::POST,
+                &url,
+                None,
+                Some(
+                    json!({"username": "alice", "password": pw, "totp": code, "device_id": device}),
+                ),
+            )
+            .await
+        }
+    };
+    let (s, _) = login_with(PASSWORD, alice.totp_at(server.now())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, b) = login_with(new_pw, alice.totp_at(server.now())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Guessing the current password through a session locks the account like failed logins.
+    for _ in 0..5 {
+        let (s, _) = change_password(&bob, "a wrong guess of bobs", new_pw).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    let (s, b) = change_password(&bob, PASSWORD, new_pw).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "locked even with the right password: {b}"
+    );
+    assert_eq!(b["error"]["code"], "account_locked", "{b}");
+
+    let (_, page) = admin.get("/v1/admin/audit?limit=1000").await;
+    let records = page["records"].as_array().unwrap();
+    let of = |action: &str| {
+        records
+            .iter()
+            .filter(|r| r["action"] == action)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let changed = of("password.change");
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0]["target"], alice.user_id.as_str());
+    assert_eq!(changed[0]["details"]["sessions_ended"], 1);
+    let failures = of("password.change.failure");
+    assert_eq!(
+        failures.len(),
+        7,
+        "1 for alice, 5 guesses and 1 locked for bob"
+    );
+    assert!(
+        !page.to_string().contains(new_pw) && !page.to_string().contains(PASSWORD),
+        "no password in the audit log"
+    );
+}

@@ -159,6 +159,8 @@ const MATRIX: &[Row] = &[
     // The archive (ciphertext) for the compliance officer only.
     row("GET",  "/v1/compliance/journal",                               "",                  [F,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("POST", "/v1/journal/mismatch",                                 "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    // Every account may change its own password (the calling session stays open).
+    row("POST", "/v1/me/password",                                      "right current",     [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -422,6 +424,12 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("POST", "/v1/devices/{device_id}/wipe-confirmation", _) => (
             format!("/v1/devices/{}/wipe-confirmation", fx.devices[i]),
             Some(json!({"nonce": b64(&[0u8; 32]), "signature": b64(&[0u8; 64])})),
+        ),
+        ("POST", "/v1/me/password", _) => (
+            r.path.to_owned(),
+            Some(
+                json!({"current_password": PASSWORD, "new_password": format!("matrix changed passphrase {i}")}),
+            ),
         ),
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),

@@ -328,6 +328,36 @@ impl UserStore for PgStore {
         Ok(deleted)
     }
 
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: &[u8; 32],
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE users SET password_hash = $2, failed_logins = 0, locked_until = NULL \
+             WHERE id = $1",
+        )
+        .bind(user.0)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await
+        .be()?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound("user"));
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2")
+            .bind(user.0)
+            .bind(&keep[..])
+            .execute(&mut *tx)
+            .await
+            .be()?
+            .rows_affected();
+        tx.commit().await.be()?;
+        Ok(ended)
+    }
+
     async fn record_login_failure(
         &self,
         user: UserId,

@@ -207,6 +207,36 @@ impl UserStore for SqliteStore {
         Ok(deleted)
     }
 
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: &[u8; 32],
+    ) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL \
+             WHERE id = ?",
+        )
+        .bind(password_hash)
+        .bind(id(user.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?")
+            .bind(id(user.0))
+            .bind(&keep[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(ended)
+    }
+
     async fn record_login_failure(
         &self,
         user: UserId,

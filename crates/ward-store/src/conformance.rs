@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             users_suspend_deletes_sessions,
             users_login_failures_lock_and_reset,
             users_totp_steps_are_single_use,
+            users_change_password_ends_other_sessions,
             devices_create_and_list,
             devices_revoke_stops_everything,
             devices_wipe_order_lifecycle,
@@ -715,6 +716,56 @@ pub async fn users_login_failures_lock_and_reset(store: Arc<dyn Store>) {
     store.reset_login_failures(u.id).await.unwrap();
     let got = store.user(u.id).await.unwrap().expect("user");
     assert_eq!((got.failed_logins, got.locked_until), (0, None));
+}
+
+pub async fn users_change_password_ends_other_sessions(store: Arc<dyn Store>) {
+    let (u, d, s1) = active_user(&*store, "kim").await;
+    let s2 = session(u.id, d.id);
+    store.create_session(&s2).await.unwrap();
+    let other_device = extra_device(&*store, u.id, "kim-tablet").await;
+    let s3 = session(u.id, other_device.id);
+    store.create_session(&s3).await.unwrap();
+    let (other, _, other_session) = active_user(&*store, "lou").await;
+    let until = t0() + Duration::minutes(15);
+    store.record_login_failure(u.id, 1, until).await.unwrap();
+
+    let ended = store
+        .change_password(u.id, "$argon2id$new", &s1.token_hash)
+        .await
+        .unwrap();
+    assert_eq!(
+        ended, 2,
+        "every session but the one that made the change ends"
+    );
+    let got = store.user(u.id).await.unwrap().expect("user");
+    assert_eq!(got.password_hash.as_deref(), Some("$argon2id$new"));
+    assert_eq!((got.failed_logins, got.locked_until), (0, None));
+    assert!(store.session(&s1.token_hash).await.unwrap().is_some());
+    assert_eq!(store.session(&s2.token_hash).await.unwrap(), None);
+    assert_eq!(store.session(&s3.token_hash).await.unwrap(), None);
+    assert!(
+        store
+            .session(&other_session.token_hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_ne!(
+        store
+            .user(other.id)
+            .await
+            .unwrap()
+            .expect("user")
+            .password_hash
+            .as_deref(),
+        Some("$argon2id$new")
+    );
+    assert!(matches!(
+        store
+            .change_password(UserId::random(), "$argon2id$x", &s1.token_hash)
+            .await,
+        Err(StoreError::NotFound("user"))
+    ));
 }
 
 pub async fn users_totp_steps_are_single_use(store: Arc<dyn Store>) {

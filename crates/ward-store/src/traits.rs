@@ -65,6 +65,15 @@ pub trait UserStore {
     /// later one was already used: a one-time code must not be accepted twice
     /// (RFC 6238 §5.2).
     async fn use_totp_step(&self, user: UserId, step: u64) -> StoreResult<bool>;
+    /// Replace the password hash, reset the failure count, and end every session of the user
+    /// except `keep` (the session that made the change), atomically. Returns the number of
+    /// sessions ended. `NotFound("user")` for an unknown user.
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: &[u8; 32],
+    ) -> StoreResult<u64>;
 }
 
 /// Devices.

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use ward_client::{EnrollParams, StoredMessage, Target, WardClient};
 use ward_core::Priority;
 use ward_proto::{ConversationId, MessageId, Username};
+use zeroize::Zeroizing;
 
 /// `ward enroll`.
 #[derive(Args)]
@@ -478,6 +479,32 @@ pub async fn status(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
         }
+    }
+    Ok(())
+}
+
+pub async fn passwd(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let mut client = open(dir)?;
+    let current = Zeroizing::new(secret("WARD_PASSWORD", "current password")?);
+    let new = match std::env::var("WARD_NEW_PASSWORD") {
+        Ok(v) => Zeroizing::new(v),
+        Err(_) => {
+            let first = Zeroizing::new(secret("WARD_NEW_PASSWORD", "new password")?);
+            let again = Zeroizing::new(secret("WARD_NEW_PASSWORD", "new password again")?);
+            if *first != *again {
+                bail!("the two new passwords differ; nothing was changed");
+            }
+            first
+        }
+    };
+    let ended = client.change_password(&current, &new).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"changed": true, "sessions_ended": ended})
+        );
+    } else {
+        println!("Password changed; {ended} session(s) on other devices ended.");
     }
     Ok(())
 }

@@ -59,6 +59,9 @@ enum Command {
         /// Message id.
         message_id: String,
     },
+    /// Change your password (current one from `WARD_PASSWORD`, new one from
+    /// `WARD_NEW_PASSWORD`, or asked for); ends your sessions on other devices.
+    Passwd,
     /// The compliance journal: make the journal key, export the archive (offline).
     #[command(subcommand)]
     Compliance(compliance::ComplianceCommand),
@@ -326,6 +329,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group(g) => client_cmd::group(&dir, g, json).await?,
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
         Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
+        Command::Passwd => client_cmd::passwd(&dir, json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -529,6 +529,27 @@ async fn readme_walkthrough_with_the_client_commands() {
         !ok && err.contains("WARD_PASSPHRASE"),
         "no terminal, no env: {err}"
     );
+
+    // Password change: a broken rule and a wrong current password are named; then it works.
+    let pw_env = |current: &'static str, new: &'static str| {
+        [
+            ("WARD_PASSPHRASE", "a passphrase for the profile"),
+            ("WARD_PASSWORD", current),
+            ("WARD_NEW_PASSWORD", new),
+        ]
+    };
+    let (ok, _, err) = client(carol, &pw_env(PASSWORD, "short"), &["passwd"]);
+    assert!(!ok && err.contains("characters"), "{err}");
+    let new_pw = "a new passphrase for the night shift";
+    let (ok, _, err) = client(carol, &pw_env("not the password", new_pw), &["passwd"]);
+    assert!(!ok && err.contains("current_password"), "{err}");
+    let (ok, out, err) = client(carol, &pw_env(PASSWORD, new_pw), &["--json", "passwd"]);
+    assert!(ok, "{err}");
+    assert_eq!(json_of(&out)["sessions_ended"], 0, "{out}");
+    assert!(
+        client(carol, &env, &["sync"]).0,
+        "the session that changed it stays"
+    );
     server.stop();
 }
 

@@ -24,7 +24,7 @@ use crate::service::{AuthSession, DeviceScope, Services};
 #[openapi(
     info(title = "Ward API", description = "Ward secure clinical messaging: MLS delivery service and governance plane."),
     paths(
-        health, server_info, enroll, login, logout, me, my_devices, revoke_my_device,
+        health, server_info, enroll, login, logout, change_password, me, my_devices, revoke_my_device,
         key_package_stock, upload_key_packages, revocations, directory, claim_key_packages,
         list_conversations, create_conversation, get_conversation, send_envelope, message_status,
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
@@ -150,6 +150,16 @@ pub async fn login(
 pub async fn logout(State(s): State<Arc<Services>>, session: AuthSession) -> ApiResult<StatusCode> {
     s.logout(&session).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Change the caller's password; ends the account's other sessions.
+#[utoipa::path(post, path = "/v1/me/password", security(("bearer" = [])), request_body = ChangePasswordRequest, responses((status = 200, body = ChangePasswordResponse), (status = 400), (status = 403)))]
+pub async fn change_password(
+    State(s): State<Arc<Services>>,
+    session: AuthSession,
+    AppJson(req): AppJson<ChangePasswordRequest>,
+) -> ApiResult<Json<ChangePasswordResponse>> {
+    Ok(Json(s.change_password(&session, req).await?))
 }
 
 /// The caller.

@@ -10,8 +10,9 @@ use subtle::ConstantTimeEq;
 use time::Duration;
 use totp_rs::{Secret, TOTP};
 use ward_proto::{
-    DeviceCredential, DeviceId, DeviceStatus, EnrollRequest, EnrollResponse, ErrorCode,
-    LoginRequest, LoginResponse, NewDevice, SessionInfo, UserStatus,
+    ChangePasswordRequest, ChangePasswordResponse, DeviceCredential, DeviceId, DeviceStatus,
+    EnrollRequest, EnrollResponse, ErrorCode, LoginRequest, LoginResponse, NewDevice, SessionInfo,
+    UserStatus,
 };
 use ward_store::{Device, Enrollment, Session, StoreError, User};
 use zeroize::Zeroizing;
@@ -590,6 +591,78 @@ impl Services {
                 serde_json::json!({}),
             )
             .await
+    }
+
+    /// Change the caller's password. The current password is asked again (a stolen session
+    /// alone must not be enough) and wrong answers count toward the lockout like failed
+    /// logins; the new one follows the enrollment rules; every other session of the account
+    /// ends, so whoever knew the old password is logged out everywhere.
+    pub async fn change_password(
+        &self,
+        session: &AuthSession,
+        req: ChangePasswordRequest,
+    ) -> ApiResult<ChangePasswordResponse> {
+        let current = Zeroizing::new(req.current_password);
+        let new = Zeroizing::new(req.new_password);
+        let user = &session.user;
+        let now = self.now();
+        let policy = self.policy();
+        let actor = session.actor();
+        let target = user.id.to_string();
+        let failed = |reason: &'static str| {
+            self.audit.record(
+                &actor,
+                "password.change.failure",
+                Some(target.clone()),
+                serde_json::json!({ "reason": reason }),
+            )
+        };
+        if user.locked_until.is_some_and(|t| t > now) {
+            failed("locked").await?;
+            return Err(ApiError::new(
+                ErrorCode::AccountLocked,
+                "account is locked after repeated failures; try again later",
+            ));
+        }
+        if !verify_password((*current).clone(), user.password_hash.clone()).await {
+            let lock_until = now + Duration::seconds(policy.lockout_secs as i64);
+            self.store
+                .record_login_failure(user.id, policy.max_failed_logins, lock_until)
+                .await?;
+            failed("bad_password").await?;
+            return Err(ApiError::forbidden("current_password is wrong"));
+        }
+        check_password_rules(&new, user.username.as_str(), &policy)?;
+        if bool::from(current.as_bytes().ct_eq(new.as_bytes())) {
+            return Err(ApiError::invalid(
+                "new_password must differ from current_password",
+            ));
+        }
+        let pw = new.clone();
+        let password_hash = tokio::task::spawn_blocking(move || hash_password_blocking(&pw))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        let ended = self
+            .store
+            .change_password(user.id, &password_hash, &session.token_hash)
+            .await?;
+        for d in self.store.devices_of_user(user.id).await? {
+            if d.id != session.device_id {
+                self.hub.end_device(d.id, "password changed");
+            }
+        }
+        self.audit
+            .record(
+                &session.actor(),
+                "password.change",
+                Some(user.id.to_string()),
+                serde_json::json!({ "sessions_ended": ended }),
+            )
+            .await?;
+        Ok(ChangePasswordResponse {
+            sessions_ended: ended,
+        })
     }
 }
 
