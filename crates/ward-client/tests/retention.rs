@@ -463,3 +463,156 @@ async fn journal_archive_retention_is_enforced_subject_to_hold_and_statutory_ret
         && d["message_ids"][0] == later.message_id.to_string()));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_retention_and_hold_input_is_refused_with_the_reason() {
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+
+    let server = server().await;
+    let admin = server.enroll("admin", Role::Admin).await;
+    let compliance = server.enroll("officer", Role::Compliance).await;
+    let put = |body: serde_json::Value| {
+        let http = admin.http.clone();
+        let url = format!("{}/v1/admin/retention", server.url);
+        let token = admin.token.clone();
+        async move { ward_testing::send(&http, Method::PUT, &url, Some(&token), Some(body)).await }
+    };
+    for (body, why) in [
+        (
+            json!({"message_lifespan": "0d"}),
+            "message_lifespan: duration \"0d\" is zero",
+        ),
+        (json!({"message_lifespan": "-30d"}), "is negative"),
+        (
+            json!({"statutory_retention": "seven years"}),
+            "whole number",
+        ),
+        (json!({"statutory_retention": "7"}), "has no unit"),
+        (
+            json!({"journal_retention": "99999999999999999999y"}),
+            "too long",
+        ),
+        (json!({"journal_retention": "200y"}), "too long"),
+        (json!({"message_lifespan": "30x"}), "unknown unit"),
+        (
+            json!({"kind": "lounge", "message_lifespan": "30d"}),
+            "unknown conversation kind",
+        ),
+        (
+            json!({"kind": "group", "journal_retention": "30d"}),
+            "organisation-wide",
+        ),
+        (
+            json!({"purge_interval_secs": 5}),
+            "purge_interval_secs must be between",
+        ),
+        (
+            json!({"message_lifespan": "30d", "colour": "red"}),
+            "unknown field",
+        ),
+    ] {
+        let (s, b) = put(body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(why), "{body}: {msg}");
+    }
+    // Nothing changed; a valid change is shown back in canonical form.
+    let (s, b) =
+        put(json!({"kind": "group", "message_lifespan": "14d", "statutory_retention": "7y"})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["per_kind"]["group"]["message_lifespan"], "2w");
+    assert_eq!(b["per_kind"]["group"]["statutory_retention"], "7y");
+    assert_eq!(b["default"]["message_lifespan"], serde_json::Value::Null);
+    let (s, b) = compliance.get("/v1/admin/retention").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["per_kind"]["group"]["message_lifespan"], "2w");
+    // `none` clears, and an emptied kind disappears.
+    let (s, b) =
+        put(json!({"kind": "group", "message_lifespan": "none", "statutory_retention": "none"}))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["per_kind"].as_object().unwrap().is_empty(), "{b}");
+
+    // Holds.
+    for (body, status, why) in [
+        (
+            json!({"reason": "x"}),
+            StatusCode::BAD_REQUEST,
+            "exactly one of user or conversation",
+        ),
+        (
+            json!({"user": "admin", "conversation": uuid::Uuid::new_v4(), "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+            "exactly one",
+        ),
+        (
+            json!({"user": "admin", "reason": "  "}),
+            StatusCode::BAD_REQUEST,
+            "reason must be",
+        ),
+        (
+            json!({"user": "nobody", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+            "user",
+        ),
+        (
+            json!({"conversation": uuid::Uuid::new_v4(), "reason": "x"}),
+            StatusCode::NOT_FOUND,
+            "conversation",
+        ),
+        (
+            json!({"user": "admin", "reason": "x", "case_ref": "c".repeat(101)}),
+            StatusCode::BAD_REQUEST,
+            "case_ref",
+        ),
+    ] {
+        let (s, b) = compliance.post("/v1/admin/holds", body.clone()).await;
+        assert_eq!(s, status, "{body}: {b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(why),
+            "{body}: {b}"
+        );
+    }
+    let (s, hold) = compliance
+        .post(
+            "/v1/admin/holds",
+            json!({"user": "admin", "reason": "audit", "case": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "unknown field `case`: {hold}");
+    let (s, hold) = compliance
+        .post(
+            "/v1/admin/holds",
+            json!({"user": "admin", "reason": "audit", "case_ref": "C-7"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{hold}");
+    let id = hold["id"].as_str().unwrap();
+    let (s, list) = compliance.get("/v1/admin/holds").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["holds"][0]["case_ref"], "C-7");
+    let path = format!("/v1/admin/holds/{id}/release");
+    let (s, b) = admin.post(&path, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["released_at"].is_string());
+    let (s, b) = admin.post(&path, json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (s, b) = admin
+        .post("/v1/admin/holds/not-a-uuid/release", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = admin
+        .post(
+            &format!("/v1/admin/holds/{}/release", uuid::Uuid::new_v4()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    // Erasure of an unknown user names the problem.
+    let (s, b) = admin
+        .post("/v1/admin/erasure-requests", json!({"user": "nobody"}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    server.stop().await;
+}
