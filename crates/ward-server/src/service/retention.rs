@@ -280,14 +280,18 @@ impl Services {
         report.journal_deleted = deleted;
         report.journal_kept_hold = kept_hold.values().sum();
         report.journal_kept_statutory = kept_statutory.0;
-        self.audit
-            .record(
-                actor,
-                "retention.run",
-                None,
-                serde_json::to_value(&report).unwrap_or_default(),
-            )
-            .await?;
+        // An operator's run is always on record; the periodic job's only when it found work,
+        // so an idle server does not grow the audit log every interval.
+        if actor.via != "system" || report != PurgeReport::default() {
+            self.audit
+                .record(
+                    actor,
+                    "retention.run",
+                    None,
+                    serde_json::to_value(&report).unwrap_or_default(),
+                )
+                .await?;
+        }
         Ok(report)
     }
 
