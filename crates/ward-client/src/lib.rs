@@ -16,6 +16,7 @@
 mod error;
 mod journal;
 mod profile;
+mod retention;
 mod transport;
 mod wipe;
 
@@ -105,6 +106,9 @@ pub struct SyncReport {
     /// Messages refused because their compliance journal copy does not match what was read
     /// (not shown, reported to the server's audit log).
     pub journal_mismatches: Vec<ward_proto::JournalMismatchReport>,
+    /// Messages deleted from the local history by the organisation's signed deletion orders
+    /// (their lifespan ended or an erasure request covered them; ADR 0013).
+    pub deleted_by_retention: usize,
 }
 
 /// One conversation as listed.
@@ -647,6 +651,9 @@ impl WardClient {
     async fn sync_inner(&mut self) -> Result<SyncReport, WardError> {
         self.flush_outbox().await?;
         let mut report = self.sync_once().await?;
+        let (deleted, warnings) = self.apply_deletion_orders().await?;
+        report.deleted_by_retention = deleted;
+        report.warnings.extend(warnings);
         let more = self.maintain_groups().await?;
         report.warnings.extend(more);
         Ok(report)

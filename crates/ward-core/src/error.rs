@@ -87,6 +87,11 @@ pub enum CoreError {
     #[error("wipe instruction refused: {0}")]
     InvalidWipeInstruction(&'static str),
 
+    /// A deletion order was refused: not signed by the organisation CA this device trusts,
+    /// or out of bounds. Nothing was deleted.
+    #[error("deletion order refused: {0}")]
+    InvalidDeletionOrder(&'static str),
+
     /// A bug in ward-core: an invariant that should hold did not.
     #[error("internal error: {0}")]
     Internal(String),

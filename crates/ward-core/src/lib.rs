@@ -21,6 +21,7 @@ mod error;
 mod identity;
 pub mod journal;
 mod provider;
+pub mod retention;
 mod state;
 
 pub use client::{

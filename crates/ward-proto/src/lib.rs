@@ -14,6 +14,7 @@ mod ids;
 mod journal;
 mod names;
 mod password;
+mod retention;
 mod wipe;
 mod ws;
 
@@ -29,6 +30,12 @@ pub use names::{NameError, Role, Username};
 pub use password::{
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS_CEILING, MIN_PASSWORD_CHARS_FLOOR, PasswordError,
     SINGLE_FACTOR_MIN_PASSWORD_CHARS, check_password, min_password_chars,
+};
+pub use retention::{
+    AddHoldRequest, DeletionOrder, DeletionOrderList, ErasureKept, ErasureReport,
+    ErasureRequestBody, HoldInfo, HoldList, HoldTarget, MAX_DELETION_ORDER_IDS, MAX_RETENTION_SECS,
+    PurgeReport, RetentionDuration, RetentionPolicyInfo, RetentionRulesInfo, SetRetentionRequest,
+    YEAR_SECS,
 };
 pub use wipe::{WipeConfirmation, WipeInstruction, WipeOrderInfo};
 pub use ws::{ClientFrame, ServerEvent};

@@ -2,6 +2,7 @@
 //! between HTTP and [`crate::service`]; no logic lives here.
 
 mod handlers;
+mod retention;
 mod ws;
 
 use std::sync::Arc;
@@ -239,6 +240,31 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route("/v1/journal-keys", get(handlers::journal_keys))
         .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
         .route("/v1/compliance/journal", get(handlers::compliance_journal))
+        .route(
+            "/v1/admin/retention",
+            get(retention::admin_retention).put(retention::admin_set_retention),
+        )
+        .route(
+            "/v1/admin/retention/run",
+            post(retention::admin_run_retention),
+        )
+        .route(
+            "/v1/admin/holds",
+            get(retention::admin_list_holds).post(retention::admin_add_hold),
+        )
+        .route(
+            "/v1/admin/holds/{hold_id}/release",
+            post(retention::admin_release_hold),
+        )
+        .route(
+            "/v1/admin/erasure-requests",
+            post(retention::admin_request_erasure),
+        )
+        .route("/v1/deletion-orders", get(retention::deletion_orders))
+        .route(
+            "/v1/deletion-orders/{order_id}/ack",
+            post(retention::ack_deletion_order),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

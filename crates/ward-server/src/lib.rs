@@ -182,11 +182,25 @@ pub async fn start_with_clock(
     })
 }
 
-/// Periodic work: audit checkpoints and purging expired sessions.
+/// Periodic work: audit checkpoints, purging expired sessions, and the retention purge
+/// (ADR 0013) whenever its interval has passed on the service clock.
 async fn background_jobs(services: Arc<Services>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut last_purge = None;
     loop {
         every.tick().await;
+        let now = services.now();
+        if service::retention::purge_due(&services.policy().retention, last_purge, now) {
+            last_purge = Some(now);
+            match services.run_retention(&service::Actor::system()).await {
+                Ok(r) => tracing::info!(
+                    envelopes = r.envelopes_deleted,
+                    journal = r.journal_deleted,
+                    "retention purge ran"
+                ),
+                Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            }
+        }
         if let Err(e) = services.audit.checkpoint().await {
             tracing::warn!(error = %e, "audit checkpoint failed");
         }

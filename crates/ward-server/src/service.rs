@@ -8,6 +8,7 @@ mod auth;
 mod delivery;
 mod directory;
 mod journal;
+pub mod retention;
 mod secrets;
 mod wipe;
 

@@ -161,6 +161,18 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/journal/mismatch",                                 "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
     // Every account may change its own password (the calling session stays open).
     row("POST", "/v1/me/password",                                      "right current",     [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    // Retention (ADR 0013): compliance reads the policy and manages holds and erasure
+    // requests; only admins change the policy and run the purge. Every device fetches and
+    // acknowledges its own deletion orders (an unknown order is 404 for anyone).
+    row("GET",  "/v1/admin/retention",                                  "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("PUT",  "/v1/admin/retention",                                  "no-op change",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/retention/run",                              "",                  [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/admin/holds",                                      "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/holds",                                      "on the target",     [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/holds/{hold_id}/release",                    "own hold",          [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/erasure-requests",                           "the target",        [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("GET",  "/v1/deletion-orders",                                  "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("POST", "/v1/deletion-orders/{order_id}/ack",                   "unknown order",     [N,   N,   N,   N,   N,   N,   N,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -196,6 +208,8 @@ struct Fixtures {
     reissue: Vec<String>,
     /// Per caller: a device of another user (admin revoke row).
     devices: Vec<String>,
+    /// Per caller: a legal hold in force (release row).
+    holds: Vec<String>,
 }
 
 fn new_id() -> String {
@@ -250,8 +264,22 @@ async fn setup() -> Fixtures {
 
     let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut holds = vec![];
     for c in CALLERS {
         let t = c.tag();
+        let hold = server
+            .services
+            .add_hold(
+                &Actor::cli(),
+                ward_proto::AddHoldRequest {
+                    conversation: Some(conversation.parse().unwrap()),
+                    reason: format!("matrix {t}"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        holds.push(hold.id.to_string());
         let name = format!("enr-{t}");
         let code = server.create_user(&name, Role::Nurse).await;
         enroll.push((name, code));
@@ -291,6 +319,7 @@ async fn setup() -> Fixtures {
         suspended,
         reissue,
         devices,
+        holds,
     }
 }
 
@@ -431,6 +460,24 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
                 json!({"current_password": PASSWORD, "new_password": format!("matrix changed passphrase {i}")}),
             ),
         ),
+        ("GET", "/v1/admin/retention" | "/v1/admin/holds" | "/v1/deletion-orders", _) => {
+            (r.path.to_owned(), None)
+        }
+        ("PUT", "/v1/admin/retention", _) => (r.path.to_owned(), Some(json!({}))),
+        ("POST", "/v1/admin/retention/run", _) => (r.path.to_owned(), None),
+        ("POST", "/v1/admin/holds", _) => (
+            r.path.to_owned(),
+            Some(json!({"user": fx.target.username, "reason": format!("matrix {t}")})),
+        ),
+        ("POST", "/v1/admin/holds/{hold_id}/release", _) => {
+            (format!("/v1/admin/holds/{}/release", fx.holds[i]), None)
+        }
+        ("POST", "/v1/admin/erasure-requests", _) => {
+            (r.path.to_owned(), Some(json!({"user": fx.target.username})))
+        }
+        ("POST", "/v1/deletion-orders/{order_id}/ack", _) => {
+            (format!("/v1/deletion-orders/{}/ack", new_id()), None)
+        }
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),
     };

@@ -37,6 +37,7 @@ mod audit;
 mod conversations;
 mod journal;
 mod org;
+mod retention;
 mod users;
 mod util;
 

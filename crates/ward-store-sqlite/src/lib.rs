@@ -18,6 +18,7 @@ mod devices;
 mod group;
 mod journal;
 mod org;
+mod retention;
 mod users;
 
 use std::any::Any;

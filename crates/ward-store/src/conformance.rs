@@ -40,7 +40,9 @@ use ward_proto::{
 };
 
 mod journal;
+mod retention;
 pub use journal::*;
+pub use retention::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -106,6 +108,10 @@ macro_rules! conformance_tests {
             journal_keys_install_and_list,
             journal_copies_archived_with_envelopes,
             journal_query_filters_and_pages,
+            retention_holds_add_list_release,
+            retention_expiry_scan_delete_and_orders,
+            retention_archive_due_and_delete,
+            retention_erasure_records,
         );
     };
 }
@@ -421,6 +427,10 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         password_min_length: 20,
         notification_privacy: true,
         dlp: Some(serde_json::json!({"policy": {"default": "warn", "rules": []}})),
+        retention: crate::RetentionPolicy {
+            journal_retention_secs: Some(86_400),
+            ..Default::default()
+        },
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

@@ -34,6 +34,8 @@ pub struct OrgPolicy {
     /// The DLP document (`{"config": …, "policy": …}`) clients enforce before encrypting.
     /// Opaque here: its schema lives with the detectors in `ward_core::dlp`.
     pub dlp: Option<serde_json::Value>,
+    /// Retention (ADR 0013): message lifespan, statutory retention, journal archive retention.
+    pub retention: RetentionPolicy,
 }
 
 /// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (draft post-quantum code point).
@@ -54,6 +56,7 @@ impl Default for OrgPolicy {
             password_min_length: 12,
             notification_privacy: true,
             dlp: None,
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -418,4 +421,178 @@ pub struct JournalQuery {
     pub since: Option<OffsetDateTime>,
     /// Only messages accepted before this time.
     pub until: Option<OffsetDateTime>,
+}
+
+/// Retention rules for one conversation kind or the organisation default; each `None` means
+/// "no rule here" (for a kind: fall back to the default). Seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionRules {
+    /// Messages are deleted this long after acceptance (server and devices).
+    pub message_lifespan_secs: Option<u64>,
+    /// Nothing is deleted before this long after acceptance (ADR 0013 precedence).
+    pub statutory_retention_secs: Option<u64>,
+}
+
+/// The retention policy (ADR 0013), part of [`OrgPolicy`] so it needs no table. Per-kind
+/// rules are keyed by the kind's wire name, so a new `ConversationKind` variant needs no
+/// change here: without its own entry it follows the default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionPolicy {
+    /// Organisation default.
+    pub default: RetentionRules,
+    /// Overrides per conversation kind (`direct`, `group`, …), field by field.
+    pub per_kind: std::collections::BTreeMap<String, RetentionRules>,
+    /// Journal archive entries are purged this long after acceptance (their own
+    /// `retain_until`, when set, wins).
+    pub journal_retention_secs: Option<u64>,
+    /// Seconds between two automatic purge runs (60 s to 1 day; default 1 hour).
+    pub purge_interval_secs: u64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self {
+            default: RetentionRules::default(),
+            per_kind: std::collections::BTreeMap::new(),
+            journal_retention_secs: None,
+            purge_interval_secs: 3600,
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// The effective rules for a kind: its own fields, else the default's.
+    pub fn rules_for(&self, kind: ConversationKind) -> RetentionRules {
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let own = self.per_kind.get(&name).cloned().unwrap_or_default();
+        RetentionRules {
+            message_lifespan_secs: own
+                .message_lifespan_secs
+                .or(self.default.message_lifespan_secs),
+            statutory_retention_secs: own
+                .statutory_retention_secs
+                .or(self.default.statutory_retention_secs),
+        }
+    }
+}
+
+/// A legal hold on a user or a conversation. Released holds are kept (the record of the hold
+/// is itself evidence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegalHold {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// What it holds.
+    pub target: ward_proto::HoldTarget,
+    /// Why (no patient data).
+    pub reason: String,
+    /// Case or matter reference.
+    pub case_ref: Option<String>,
+    /// Who placed it (`None`: the local CLI).
+    pub created_by: Option<UserId>,
+    /// When.
+    pub created_at: OffsetDateTime,
+    /// Who released it.
+    pub released_by: Option<UserId>,
+    /// When it was released; `None` while in force.
+    pub released_at: Option<OffsetDateTime>,
+}
+
+/// The metadata of one application envelope, for retention decisions (never the payload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeMeta {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Its kind.
+    pub kind: ConversationKind,
+    /// Seq.
+    pub seq: u64,
+    /// Message id.
+    pub message_id: MessageId,
+    /// Sender.
+    pub sender_user_id: UserId,
+    /// Acceptance time.
+    pub sent_at: OffsetDateTime,
+}
+
+/// Which application envelopes to list, ascending by (`sent_at`, `message_id`).
+#[derive(Clone, Debug)]
+pub struct EnvelopeMetaQuery {
+    /// Only envelopes accepted before this time.
+    pub sent_before: Option<OffsetDateTime>,
+    /// Only envelopes sent by this user.
+    pub sender_user_id: Option<UserId>,
+    /// Keyset paging: only envelopes after this (`sent_at`, `message_id`).
+    pub after: Option<(OffsetDateTime, MessageId)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The metadata of one journal archive entry, for retention decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveMeta {
+    /// Position in the archive.
+    pub archive_seq: u64,
+    /// The message.
+    pub message_id: MessageId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// Sender.
+    pub sender_user_id: UserId,
+    /// Acceptance time.
+    pub sent_at: OffsetDateTime,
+    /// The entry's own retention, when set.
+    pub retain_until: Option<OffsetDateTime>,
+}
+
+/// Which archive entries to list, ascending by `archive_seq`.
+#[derive(Clone, Debug)]
+pub struct ArchiveMetaQuery {
+    /// Only entries due at this time: `retain_until <= now`, or (without `retain_until`)
+    /// accepted before `due.1` when given. `None`: every entry.
+    pub due: Option<(OffsetDateTime, Option<OffsetDateTime>)>,
+    /// Only entries of messages sent by this user.
+    pub sender_user_id: Option<UserId>,
+    /// Entries with `archive_seq` greater than this.
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A deletion order for devices, stored with the deletion of its envelopes and served,
+/// signed, to the devices routed in the conversation until each acknowledges it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDeletionOrder {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// The deleted messages.
+    pub message_ids: Vec<MessageId>,
+    /// Highest seq among them (devices routed only after it get no order).
+    pub max_seq: u64,
+    /// When.
+    pub issued_at: OffsetDateTime,
+}
+
+/// An erasure request and its report (JSON of `ward_proto::ErasureReport`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasureRecord {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Data subject.
+    pub user_id: UserId,
+    /// Who asked (`None`: the local CLI).
+    pub requested_by: Option<UserId>,
+    /// When.
+    pub requested_at: OffsetDateTime,
+    /// `completed`, `partial` or `refused`.
+    pub status: String,
+    /// The report, JSON (ids and counts only).
+    pub report: String,
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use ward_proto::{
     AuditRecord, CommitLogEntry, ConversationCursor, ConversationId, DeviceId, DeviceReceipt,
-    Envelope, UserId, UserStatus, Username,
+    Envelope, MessageId, UserId, UserStatus, Username,
 };
 
 use crate::{
@@ -12,6 +12,10 @@ use crate::{
     Enrollment, EnrollmentCode, JournalEntry, JournalKey, JournalQuery, Member, MemberDevice,
     NewConversation, OrgPolicy, Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User,
     WipeOrder,
+};
+use crate::{
+    ArchiveMeta, ArchiveMetaQuery, EnvelopeMeta, EnvelopeMetaQuery, ErasureRecord, LegalHold,
+    StoredDeletionOrder,
 };
 
 /// The organisation and the server's encrypted secrets.
@@ -231,6 +235,7 @@ pub trait Store:
     + ConversationStore
     + AuditStore
     + JournalStore
+    + RetentionStore
     + Send
     + Sync
     + 'static
@@ -239,4 +244,58 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Check the database answers.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Retention (ADR 0013): legal holds, the expiry scan and deletion of envelopes and journal
+/// archive entries, deletion orders to devices, erasure requests. Deciding what to delete is
+/// the server's (`ward_server::service::retention`); the store only lists and deletes.
+#[async_trait]
+pub trait RetentionStore {
+    /// Store a hold.
+    async fn add_hold(&self, hold: &LegalHold) -> StoreResult<()>;
+    /// Every hold, released ones included, oldest first.
+    async fn holds(&self) -> StoreResult<Vec<LegalHold>>;
+    /// Release a hold. `NotFound("hold")` if there is none; `Ok(false)` if already released.
+    async fn release_hold(
+        &self,
+        id: uuid::Uuid,
+        by: Option<UserId>,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Conversations the user is a member of now.
+    async fn conversations_of_user(&self, user: UserId) -> StoreResult<Vec<ConversationId>>;
+    /// Application envelopes (never commits or proposals) matching `q`.
+    async fn envelope_metas(&self, q: &EnvelopeMetaQuery) -> StoreResult<Vec<EnvelopeMeta>>;
+    /// Delete these application envelopes of one conversation and, in the same transaction,
+    /// store the deletion order for its devices (only if something was deleted). Returns how
+    /// many envelopes were deleted.
+    async fn delete_envelopes(
+        &self,
+        conversation: ConversationId,
+        message_ids: &[MessageId],
+        order: Option<&StoredDeletionOrder>,
+    ) -> StoreResult<u64>;
+    /// Journal archive entries matching `q`.
+    async fn archive_metas(&self, q: &ArchiveMetaQuery) -> StoreResult<Vec<ArchiveMeta>>;
+    /// Delete archive entries; returns how many.
+    async fn delete_archive_entries(&self, archive_seqs: &[u64]) -> StoreResult<u64>;
+    /// Deletion orders for conversations the device is (or was) routed in, covering seqs
+    /// it could have received, that it has not acknowledged; oldest first, at most `limit`.
+    async fn pending_deletion_orders(
+        &self,
+        device: DeviceId,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredDeletionOrder>>;
+    /// Record the device's acknowledgement. `NotFound("deletion order")` for an unknown
+    /// order; `Ok(false)` if it was acknowledged before.
+    async fn ack_deletion_order(
+        &self,
+        order: uuid::Uuid,
+        device: DeviceId,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Store an erasure request with its report.
+    async fn add_erasure(&self, e: &ErasureRecord) -> StoreResult<()>;
+    /// Every erasure request, oldest first.
+    async fn erasures(&self) -> StoreResult<Vec<ErasureRecord>>;
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod client_cmd;
 mod compliance;
+mod retention_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,6 +123,15 @@ enum AdminCommand {
     /// Organisation settings: the compliance journal key.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Retention: message lifespan, statutory retention, journal archive retention, purge.
+    #[command(subcommand)]
+    Retention(retention_cmd::RetentionCommand),
+    /// Legal holds on users or conversations.
+    #[command(subcommand)]
+    Hold(retention_cmd::HoldCommand),
+    /// GDPR/APPI erasure requests.
+    #[command(subcommand)]
+    Erasure(retention_cmd::ErasureCommand),
 }
 
 #[derive(Subcommand)]
@@ -695,6 +705,9 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             out(serde_json::to_value(&page)?, text);
             ExitCode::SUCCESS
         }
+        AdminCommand::Retention(c) => retention_cmd::retention(&services, &actor, c, json).await?,
+        AdminCommand::Hold(c) => retention_cmd::hold(&services, &actor, c, json).await?,
+        AdminCommand::Erasure(c) => retention_cmd::erasure(&services, &actor, c, json).await?,
     };
     services.audit.checkpoint().await.map_err(api)?;
     Ok(code)

@@ -32,7 +32,12 @@ use crate::service::{AuthSession, DeviceScope, Services};
         admin_revoke_device, admin_wipe_device, admin_wipe_status, confirm_wipe, admin_audit,
         admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, admin_set_dlp_policy,
         journal_keys, journal_mismatch, compliance_journal,
-        super::ws::upgrade
+        super::ws::upgrade,
+        super::retention::admin_retention, super::retention::admin_set_retention,
+        super::retention::admin_run_retention, super::retention::admin_list_holds,
+        super::retention::admin_add_hold, super::retention::admin_release_hold,
+        super::retention::admin_request_erasure, super::retention::deletion_orders,
+        super::retention::ack_deletion_order
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
