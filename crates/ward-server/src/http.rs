@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, extractors and the OpenAPI description. Handlers only translate
 //! between HTTP and [`crate::service`]; no logic lives here.
 
+mod breakglass;
 mod handlers;
 mod ws;
 
@@ -238,6 +239,11 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route("/v1/journal-keys", get(handlers::journal_keys))
         .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
         .route("/v1/compliance/journal", get(handlers::compliance_journal))
+        .route(
+            "/v1/conversations/{conversation_id}/break-glass",
+            post(breakglass::open_break_glass),
+        )
+        .route("/v1/break-glass", get(breakglass::list_break_glass))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

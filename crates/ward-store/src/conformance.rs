@@ -39,7 +39,9 @@ use ward_proto::{
     InboxKind, MessageId, Role, UserId, UserStatus, Username,
 };
 
+mod breakglass;
 mod journal;
+pub use breakglass::*;
 pub use journal::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
@@ -105,6 +107,9 @@ macro_rules! conformance_tests {
             journal_keys_install_and_list,
             journal_copies_archived_with_envelopes,
             journal_query_filters_and_pages,
+            break_glass_grant_lifecycle,
+            break_glass_late_fulfilment_is_undone,
+            break_glass_unknown_grant,
         );
     };
 }
@@ -420,6 +425,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         password_min_length: 20,
         notification_privacy: true,
         dlp: Some(serde_json::json!({"policy": {"default": "warn", "rules": []}})),
+        break_glass_roles: vec![Role::Nurse],
+        break_glass_max_minutes: 30,
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

@@ -32,7 +32,7 @@ use crate::service::{AuthSession, DeviceScope, Services};
         admin_revoke_device, admin_wipe_device, admin_wipe_status, confirm_wipe, admin_audit,
         admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, admin_set_dlp_policy,
         journal_keys, journal_mismatch, compliance_journal,
-        super::ws::upgrade
+        super::ws::upgrade, super::breakglass::open_break_glass, super::breakglass::list_break_glass
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
