@@ -113,13 +113,15 @@ impl WardClient {
                         g.username
                     ));
                 }
-            } else if g.ended_at.is_none() && in_group.is_empty() && !member {
-                if let Err(e) = self.fulfil(id, g).await {
-                    warnings.push(format!(
-                        "could not add {} (break-glass) to {id}: {e}",
-                        g.username
-                    ));
-                }
+            } else if g.ended_at.is_none()
+                && in_group.is_empty()
+                && !member
+                && let Err(e) = self.fulfil(id, g).await
+            {
+                warnings.push(format!(
+                    "could not add {} (break-glass) to {id}: {e}",
+                    g.username
+                ));
             }
         }
         Ok(())
