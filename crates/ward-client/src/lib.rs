@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod breakglass;
 mod error;
 mod journal;
 mod profile;
@@ -109,6 +110,9 @@ pub struct SyncReport {
     /// Messages deleted from the local history by the organisation's signed deletion orders
     /// (their lifespan ended or an erasure request covered them; ADR 0013).
     pub deleted_by_retention: usize,
+    /// Break-glass access active now in this device's conversations (or its user's own):
+    /// every member is shown who opened the conversation, why and until when (ADR 0016).
+    pub break_glass: Vec<ward_proto::BreakGlassGrant>,
 }
 
 /// One conversation as listed.
@@ -126,6 +130,16 @@ pub struct ConversationSummary {
     pub epoch: u64,
     /// Highest seq.
     pub last_seq: u64,
+}
+
+/// The organisation's DLP document (`GET /v1/dlp-policy`), parsed.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlpDocument {
+    #[serde(default)]
+    config: Option<ward_core::dlp::DlpConfigSpec>,
+    #[serde(default)]
+    policy: Option<ward_core::dlp::DlpPolicy>,
 }
 
 /// One enrolled device.
@@ -465,45 +479,8 @@ impl WardClient {
         kind: ConversationKind,
         confirm_phi: bool,
     ) -> Result<Vec<String>, WardError> {
-        use ward_core::dlp::{Action, DlpConfig, DlpConfigSpec, DlpPolicy};
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Document {
-            #[serde(default)]
-            config: Option<DlpConfigSpec>,
-            #[serde(default)]
-            policy: Option<DlpPolicy>,
-        }
-        // Offline, the last verified policy still applies, so the message can be queued.
-        let signed: ward_proto::SignedDlpPolicy = match self.api.get("/v1/dlp-policy").await {
-            Ok(p) => p,
-            Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => {
-                self.profile.data.dlp_policy.clone().ok_or(e)?
-            }
-            Err(e) => return Err(e),
-        };
-        let ca =
-            ed25519_dalek::VerifyingKey::from_bytes(&self.core.trust_anchor().org_ca_public_key)
-                .map_err(|_| WardError::InvalidInput("the organisation key is malformed".into()))?;
-        let sig = ed25519_dalek::Signature::from_slice(signed.signature.as_slice())
-            .map_err(|_| WardError::InvalidInput("the DLP policy signature is malformed".into()))?;
-        use ed25519_dalek::Verifier;
-        ca.verify(
-            &ward_proto::SignedDlpPolicy::signed_bytes(&signed.document),
-            &sig,
-        )
-        .map_err(|_| {
-            WardError::InvalidInput(
-                "the DLP policy is not signed by the organisation; not sending".into(),
-            )
-        })?;
-        self.profile.data.dlp_policy = Some(signed.clone());
-        // Fail closed: a policy this client cannot read stops the send rather than skipping it.
-        let doc: Document = serde_json::from_str(&signed.document).map_err(|e| {
-            WardError::InvalidInput(format!(
-                "the organisation's DLP policy is invalid ({e}); contact your administrator"
-            ))
-        })?;
+        use ward_core::dlp::{Action, DlpConfig};
+        let doc = self.dlp_document().await?;
         let Some(policy) = doc.policy else {
             return Ok(Vec::new());
         };
@@ -536,6 +513,40 @@ impl WardClient {
             Action::Warn if !confirm_phi => Err(WardError::PhiNeedsConfirmation { labels }),
             _ => Ok(labels),
         }
+    }
+
+    /// The organisation's DLP document, its signature verified (fail closed).
+    async fn dlp_document(&mut self) -> Result<DlpDocument, WardError> {
+        // Offline, the last verified policy still applies, so the message can be queued.
+        let signed: ward_proto::SignedDlpPolicy = match self.api.get("/v1/dlp-policy").await {
+            Ok(p) => p,
+            Err(e @ (WardError::Transport(_) | WardError::Tls(_))) => {
+                self.profile.data.dlp_policy.clone().ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
+        let ca =
+            ed25519_dalek::VerifyingKey::from_bytes(&self.core.trust_anchor().org_ca_public_key)
+                .map_err(|_| WardError::InvalidInput("the organisation key is malformed".into()))?;
+        let sig = ed25519_dalek::Signature::from_slice(signed.signature.as_slice())
+            .map_err(|_| WardError::InvalidInput("the DLP policy signature is malformed".into()))?;
+        use ed25519_dalek::Verifier;
+        ca.verify(
+            &ward_proto::SignedDlpPolicy::signed_bytes(&signed.document),
+            &sig,
+        )
+        .map_err(|_| {
+            WardError::InvalidInput(
+                "the DLP policy is not signed by the organisation; not sending".into(),
+            )
+        })?;
+        self.profile.data.dlp_policy = Some(signed.clone());
+        // Fail closed: a policy this client cannot read stops the send rather than skipping it.
+        serde_json::from_str(&signed.document).map_err(|e| {
+            WardError::InvalidInput(format!(
+                "the organisation's DLP policy is invalid ({e}); contact your administrator"
+            ))
+        })
     }
 
     /// Create a group with `members` (usernames), named `name` for everyone.
@@ -654,8 +665,11 @@ impl WardClient {
         let (deleted, warnings) = self.apply_deletion_orders().await?;
         report.deleted_by_retention = deleted;
         report.warnings.extend(warnings);
-        let more = self.maintain_groups().await?;
+        let grants = self.fetch_break_glass().await?;
+        let more = self.maintain_groups(&grants).await?;
         report.warnings.extend(more);
+        let now = OffsetDateTime::now_utc();
+        report.break_glass = grants.into_iter().filter(|g| g.is_active(now)).collect();
         Ok(report)
     }
 
@@ -918,6 +932,19 @@ impl WardClient {
         remove_users: Vec<UserId>,
         build: impl Fn(&mut Core) -> Result<Option<PendingCommit>, CoreError>,
     ) -> Result<Option<SendEnvelopeResponse>, WardError> {
+        self.commit_for_grant(id, add_users, remove_users, None, build)
+            .await
+    }
+
+    /// [`Self::commit`], naming the break-glass grant the commit fulfils (ADR 0016).
+    async fn commit_for_grant(
+        &mut self,
+        id: ConversationId,
+        add_users: Vec<UserId>,
+        remove_users: Vec<UserId>,
+        break_glass_grant: Option<uuid::Uuid>,
+        build: impl Fn(&mut Core) -> Result<Option<PendingCommit>, CoreError>,
+    ) -> Result<Option<SendEnvelopeResponse>, WardError> {
         for _ in 0..COMMIT_ATTEMPTS {
             let Some(pc) = build(&mut self.core)? else {
                 return Ok(None);
@@ -938,6 +965,7 @@ impl WardClient {
                 content: None,
                 labels: Vec::new(),
                 journal: None,
+                break_glass_grant,
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -999,6 +1027,7 @@ impl WardClient {
                 content: Some(content_bytes.clone().into()),
                 labels: labels.clone(),
                 journal: journal.clone(),
+                break_glass_grant: None,
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -1059,6 +1088,7 @@ impl WardClient {
                     remove_devices: item.remove_devices.clone(),
                     labels: item.labels.clone(),
                     journal: item.journal.clone(),
+                    break_glass_grant: item.break_glass_grant,
                 },
             )
             .await
@@ -1412,7 +1442,10 @@ impl WardClient {
     }
 
     /// The next member online adds members' new devices and removes revoked ones.
-    async fn maintain_groups(&mut self) -> Result<Vec<String>, WardError> {
+    async fn maintain_groups(
+        &mut self,
+        grants: &[ward_proto::BreakGlassGrant],
+    ) -> Result<Vec<String>, WardError> {
         let mut warnings = Vec::new();
         let revoked: RevocationList = self.api.get("/v1/revocations").await?;
         self.core.set_revoked(revoked.revoked_devices.clone());
@@ -1447,6 +1480,8 @@ impl WardClient {
                     Err(e) if e.is(ErrorCode::NotFound) => continue,
                     Err(e) => return Err(e),
                 };
+            self.maintain_break_glass(id, &info, grants, &mut warnings)
+                .await?;
             for member in info.members {
                 let entry: DirectoryEntry = match self
                     .api

@@ -164,6 +164,9 @@ pub struct OutboxItem {
     /// For application messages while the organisation journals: the journal copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<ward_proto::JournalCopy>,
+    /// For a commit adding a break-glass grantee: the grant it fulfils (ADR 0016).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass_grant: Option<uuid::Uuid>,
 }
 
 /// An open, locked profile.

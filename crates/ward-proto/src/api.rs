@@ -457,6 +457,10 @@ pub struct SendEnvelopeRequest {
     /// messages while the organisation has a journal key, sealed to the current key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<crate::JournalCopy>,
+    /// With a commit that fulfils a break-glass grant (ADR 0016): the grant. The grantee
+    /// must be in `add_users`, and the grant must still be active when the commit arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass_grant: Option<uuid::Uuid>,
 }
 
 /// Answer to a send: the message is durable when this is returned.
@@ -680,6 +684,12 @@ pub struct PolicyInfo {
     pub password_min_length: u32,
     /// Server-to-device events carry ids only: no names, labels or content.
     pub notification_privacy: bool,
+    /// Roles that may open break-glass access (ADR 0016); default physician and nurse.
+    #[serde(default)]
+    pub break_glass_roles: Vec<Role>,
+    /// Longest break-glass access in minutes (default 480).
+    #[serde(default)]
+    pub break_glass_max_minutes: u32,
 }
 
 /// `PUT /v1/admin/policy`: change some fields; absent fields keep their value.
@@ -714,6 +724,13 @@ pub struct UpdatePolicyRequest {
     /// key exists so the choice is explicit and audited.
     #[serde(default)]
     pub notification_privacy: Option<bool>,
+    /// See [`PolicyInfo::break_glass_roles`]: clinical roles only (physician, nurse,
+    /// pharmacist); an empty list turns break-glass off.
+    #[serde(default)]
+    pub break_glass_roles: Option<Vec<Role>>,
+    /// See [`PolicyInfo::break_glass_max_minutes`]: 5 to 1440.
+    #[serde(default)]
+    pub break_glass_max_minutes: Option<u32>,
 }
 
 /// `GET /v1/dlp-policy`: the organisation's DLP document, signed by the organisation CA so a

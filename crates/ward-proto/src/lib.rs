@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod breakglass;
 mod bytes;
 mod error;
 mod ids;
@@ -19,6 +20,10 @@ mod wipe;
 mod ws;
 
 pub use api::*;
+pub use breakglass::{
+    BREAK_GLASS_DEFAULT_MINUTES, BREAK_GLASS_REASON_MAX_CHARS, BREAK_GLASS_REASON_MIN_CHARS,
+    BreakGlassGrant, BreakGlassRequest,
+};
 pub use bytes::Bytes;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};

@@ -25,6 +25,21 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+    /// Break-glass access to a conversation was granted or ended (ADR 0016). Sent to the
+    /// conversation's devices, the grantee's devices and every compliance officer's devices
+    /// (the alert). Ids and times only: the name and reason are fetched over the API.
+    BreakGlass {
+        /// The grant.
+        grant_id: uuid::Uuid,
+        /// The conversation.
+        conversation_id: crate::ConversationId,
+        /// Whom it is for.
+        user_id: crate::UserId,
+        /// When access ends, Unix seconds.
+        expires_at: i64,
+        /// True when the grant ended (expired) rather than started.
+        ended: bool,
+    },
 }
 
 /// Device to server.

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, extractors and the OpenAPI description. Handlers only translate
 //! between HTTP and [`crate::service`]; no logic lives here.
 
+mod breakglass;
 mod handlers;
 mod retention;
 mod ws;
@@ -265,6 +266,11 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             "/v1/deletion-orders/{order_id}/ack",
             post(retention::ack_deletion_order),
         )
+        .route(
+            "/v1/conversations/{conversation_id}/break-glass",
+            post(breakglass::open_break_glass),
+        )
+        .route("/v1/break-glass", get(breakglass::list_break_glass))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

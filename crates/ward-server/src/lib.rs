@@ -162,8 +162,10 @@ pub async fn start_with_clock(
     let svc = services.clone();
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(background_jobs(svc.clone()));
+        let break_glass = tokio::spawn(service::breakglass::expiry_loop(svc.clone()));
         let result = listener::serve(listener, tls_config, app, limits, shutdown).await;
         ticker.abort();
+        break_glass.abort();
         if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }

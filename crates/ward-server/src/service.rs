@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+pub mod breakglass;
 mod delivery;
 mod directory;
 mod journal;
@@ -236,6 +237,19 @@ impl Services {
             }
             p.notification_privacy = v;
         }
+        if let Some(roles) = req.break_glass_roles {
+            p.break_glass_roles = breakglass::check_roles(roles)?;
+        }
+        if let Some(v) = req.break_glass_max_minutes {
+            if !(breakglass::MIN_MAX_MINUTES..=breakglass::MAX_MAX_MINUTES).contains(&v) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "break_glass_max_minutes must be between {} and {} (got {v})",
+                    breakglass::MIN_MAX_MINUTES,
+                    breakglass::MAX_MAX_MINUTES
+                )));
+            }
+            p.break_glass_max_minutes = v;
+        }
         if p.absolute_timeout_secs < p.idle_timeout_secs {
             return Err(crate::error::ApiError::invalid(
                 "absolute_timeout_secs must be at least idle_timeout_secs",
@@ -329,6 +343,8 @@ fn policy_info(p: &OrgPolicy) -> ward_proto::PolicyInfo {
         ciphersuites: p.ciphersuites.clone(),
         password_min_length: p.password_min_length,
         notification_privacy: p.notification_privacy,
+        break_glass_roles: p.break_glass_roles.clone(),
+        break_glass_max_minutes: p.break_glass_max_minutes,
     }
 }
 

@@ -173,6 +173,11 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/admin/erasure-requests",                           "the target",        [A,   F,   F,   F,   A,   F,   F,   U,   U]),
     row("GET",  "/v1/deletion-orders",                                  "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("POST", "/v1/deletion-orders/{order_id}/ack",                   "unknown order",     [N,   N,   N,   N,   N,   N,   N,   U,   U]),
+    // Break-glass (ADR 0016): the roles the default policy allows (physician, nurse) open a
+    // group they are not in; every other role is refused (least privilege). Listing: admins and
+    // compliance see every grant, the others those of their conversations.
+    row("POST", "/v1/conversations/{conversation_id}/break-glass",      "non-member",        [F,   A,   A,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/break-glass",                                      "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -210,6 +215,8 @@ struct Fixtures {
     devices: Vec<String>,
     /// Per caller: a legal hold in force (release row).
     holds: Vec<String>,
+    /// A group of `target` alone (break-glass row: every caller is a non-member).
+    break_glass_conversation: String,
 }
 
 fn new_id() -> String {
@@ -261,6 +268,14 @@ async fn setup() -> Fixtures {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["epoch"], 1);
     let first_message = b["message_id"].as_str().unwrap().to_owned();
+    let (s, b) = target
+        .post(
+            "/v1/conversations",
+            json!({"kind": "group", "ciphersuite": XWING}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let break_glass_conversation = b["conversation_id"].as_str().unwrap().to_owned();
 
     let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -320,6 +335,7 @@ async fn setup() -> Fixtures {
         reissue,
         devices,
         holds,
+        break_glass_conversation,
     }
 }
 
@@ -422,6 +438,14 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("GET", "/v1/dlp-policy", _) => (r.path.to_owned(), None),
         ("GET", "/v1/journal-keys", _) => (r.path.to_owned(), None),
         ("GET", "/v1/compliance/journal", _) => (r.path.to_owned(), None),
+        ("POST", "/v1/conversations/{conversation_id}/break-glass", _) => (
+            format!(
+                "/v1/conversations/{}/break-glass",
+                fx.break_glass_conversation
+            ),
+            Some(json!({"reason": format!("matrix emergency by {t}"), "minutes": 5})),
+        ),
+        ("GET", "/v1/break-glass", _) => (r.path.to_owned(), None),
         ("POST", "/v1/journal/mismatch", _) => (
             r.path.to_owned(),
             Some(json!({"conversation_id": conv, "message_id": fx.first_message, "seq": 1})),

@@ -39,8 +39,10 @@ use ward_proto::{
     InboxKind, MessageId, Role, UserId, UserStatus, Username,
 };
 
+mod breakglass;
 mod journal;
 mod retention;
+pub use breakglass::*;
 pub use journal::*;
 pub use retention::*;
 
@@ -112,6 +114,9 @@ macro_rules! conformance_tests {
             retention_expiry_scan_delete_and_orders,
             retention_archive_due_and_delete,
             retention_erasure_records,
+            break_glass_grant_lifecycle,
+            break_glass_late_fulfilment_is_undone,
+            break_glass_unknown_grant,
         );
     };
 }
@@ -431,6 +436,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
             journal_retention_secs: Some(86_400),
             ..Default::default()
         },
+        break_glass_roles: vec![Role::Nurse],
+        break_glass_max_minutes: 30,
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

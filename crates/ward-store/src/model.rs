@@ -36,6 +36,11 @@ pub struct OrgPolicy {
     pub dlp: Option<serde_json::Value>,
     /// Retention (ADR 0013): message lifespan, statutory retention, journal archive retention.
     pub retention: RetentionPolicy,
+    /// Roles that may open break-glass access to a conversation (ADR 0016). Never admin,
+    /// compliance, patient or service (least privilege; the server refuses to store them).
+    pub break_glass_roles: Vec<Role>,
+    /// Longest break-glass access, in minutes.
+    pub break_glass_max_minutes: u32,
 }
 
 /// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (draft post-quantum code point).
@@ -57,6 +62,8 @@ impl Default for OrgPolicy {
             notification_privacy: true,
             dlp: None,
             retention: RetentionPolicy::default(),
+            break_glass_roles: vec![Role::Physician, Role::Nurse],
+            break_glass_max_minutes: 8 * 60,
         }
     }
 }
@@ -595,4 +602,38 @@ pub struct ErasureRecord {
     pub status: String,
     /// The report, JSON (ids and counts only).
     pub report: String,
+}
+
+/// A break-glass grant (ADR 0016): time-limited membership of a conversation for a user who
+/// was not in it. Members' clients add her to the MLS group; the server ends the grant and
+/// her server-side membership when it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassRecord {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// The conversation opened.
+    pub conversation_id: ConversationId,
+    /// The grantee.
+    pub user_id: UserId,
+    /// Her reason, in clear (the client refuses PHI in it; the audit log holds it too).
+    pub reason: String,
+    /// Grant time.
+    pub granted_at: OffsetDateTime,
+    /// End of access.
+    pub expires_at: OffsetDateTime,
+    /// When a member's commit adding her was accepted (the first one).
+    pub added_at: Option<OffsetDateTime>,
+    /// When the server ended the grant.
+    pub ended_at: Option<OffsetDateTime>,
+}
+
+/// What ending a break-glass grant did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakGlassEnd {
+    /// The grant after the call (`ended_at` set).
+    pub grant: BreakGlassRecord,
+    /// True when this call set `ended_at` (false: it had ended before).
+    pub ended_now: bool,
+    /// The grantee's devices whose routing in the conversation this call closed.
+    pub devices: Vec<DeviceId>,
 }

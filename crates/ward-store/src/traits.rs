@@ -8,10 +8,10 @@ use ward_proto::{
 };
 
 use crate::{
-    AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, Conversation, Device,
-    Enrollment, EnrollmentCode, JournalEntry, JournalKey, JournalQuery, Member, MemberDevice,
-    NewConversation, OrgPolicy, Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User,
-    WipeOrder,
+    AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, BreakGlassEnd,
+    BreakGlassRecord, Conversation, Device, Enrollment, EnrollmentCode, JournalEntry, JournalKey,
+    JournalQuery, Member, MemberDevice, NewConversation, OrgPolicy, Organisation, ReceiptKind,
+    Session, StoreResult, SyncBatch, User, WipeOrder,
 };
 use crate::{
     ArchiveMeta, ArchiveMetaQuery, EnvelopeMeta, EnvelopeMetaQuery, ErasureRecord, LegalHold,
@@ -224,6 +224,40 @@ pub trait JournalStore {
     async fn journal_entries(&self, query: &JournalQuery) -> StoreResult<Vec<JournalEntry>>;
 }
 
+/// Break-glass grants (ADR 0016).
+#[async_trait]
+pub trait BreakGlassStore {
+    /// Store a new grant, atomically checking that the conversation exists
+    /// (`NotFound("conversation")`), that the grantee is not a member of it now
+    /// (`Conflict("conversation member")`) and has no open grant for it
+    /// (`Conflict("break-glass grant")`).
+    async fn create_break_glass(&self, grant: &BreakGlassRecord) -> StoreResult<()>;
+    /// By id.
+    async fn break_glass(&self, id: uuid::Uuid) -> StoreResult<Option<BreakGlassRecord>>;
+    /// Grants, newest first, at most `limit`: of one conversation, or of all.
+    async fn break_glass_grants(
+        &self,
+        conversation: Option<ConversationId>,
+        limit: usize,
+    ) -> StoreResult<Vec<BreakGlassRecord>>;
+    /// Open grants whose `expires_at` is at or before `now`, oldest expiry first.
+    async fn expired_break_glass(&self, now: OffsetDateTime) -> StoreResult<Vec<BreakGlassRecord>>;
+    /// Record that a commit adding the grantee was accepted: sets `added_at` unless set.
+    /// Returns false, changing nothing, when the grant has ended (the caller must then end
+    /// the membership the commit created). `NotFound("break-glass grant")` if unknown.
+    async fn mark_break_glass_added(&self, id: uuid::Uuid, at: OffsetDateTime)
+    -> StoreResult<bool>;
+    /// End a grant in one transaction: set `ended_at` (unless set), remove the grantee from
+    /// the conversation's members and close her devices' routing at the conversation's
+    /// current last seq (she keeps what was sent before). Safe to repeat: a later call
+    /// removes a membership a late commit re-created. `NotFound("break-glass grant")`.
+    async fn end_break_glass(
+        &self,
+        id: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> StoreResult<BreakGlassEnd>;
+}
+
 /// Everything the server needs from storage.
 #[async_trait]
 pub trait Store:
@@ -236,6 +270,7 @@ pub trait Store:
     + AuditStore
     + JournalStore
     + RetentionStore
+    + BreakGlassStore
     + Send
     + Sync
     + 'static

@@ -111,7 +111,7 @@ pub(crate) fn secret(var: &str, prompt: &str) -> anyhow::Result<String> {
         .with_context(|| format!("could not read {prompt}"))
 }
 
-fn open(dir: &Path) -> anyhow::Result<WardClient> {
+pub(crate) fn open(dir: &Path) -> anyhow::Result<WardClient> {
     let passphrase = secret("WARD_PASSPHRASE", "profile passphrase")?;
     Ok(WardClient::open(dir, &passphrase)?)
 }
@@ -120,7 +120,7 @@ fn username(s: &str) -> anyhow::Result<Username> {
     Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn conversation(s: &str) -> anyhow::Result<ConversationId> {
+pub(crate) fn conversation(s: &str) -> anyhow::Result<ConversationId> {
     s.parse()
         .map_err(|_| anyhow::anyhow!("{s:?} is not a conversation id (a UUID)"))
 }
@@ -352,6 +352,13 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
     }
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    for g in &report.break_glass {
+        if json {
+            println!("{}", serde_json::json!({ "break_glass": g }));
+        } else {
+            println!("{}", crate::breakglass_cmd::notice(g));
+        }
     }
     if report.messages.is_empty() && !json {
         println!("No new messages.");

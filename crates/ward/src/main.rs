@@ -3,6 +3,7 @@
 //! client commands (`enroll`, `send`, `sync`, …) use an end-to-end encrypted device profile.
 
 mod bench;
+mod breakglass_cmd;
 mod client_cmd;
 mod compliance;
 mod retention_cmd;
@@ -68,6 +69,8 @@ enum Command {
     Compliance(compliance::ComplianceCommand),
     /// Load-test an in-process server with the clinical chat workload (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Emergency access to a conversation you are not in (audited, time-limited), or `list`.
+    BreakGlass(breakglass_cmd::BreakGlassArgs),
 }
 
 #[derive(Args, Clone)]
@@ -132,6 +135,15 @@ enum AdminCommand {
     /// GDPR/APPI erasure requests.
     #[command(subcommand)]
     Erasure(retention_cmd::ErasureCommand),
+    /// Break-glass grants (ADR 0016).
+    #[command(subcommand)]
+    BreakGlass(AdminBreakGlassCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminBreakGlassCommand {
+    /// Every grant, newest first (audited).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -187,7 +199,29 @@ enum PolicyCommand {
         /// Minimum password length with MFA (8 to 64); without MFA at least 15 applies.
         #[arg(long)]
         password_min_length: Option<u32>,
+        /// Roles that may open break-glass access, comma-separated (physician, nurse,
+        /// pharmacist); `none` turns break-glass off.
+        #[arg(long, value_parser = parse_break_glass_roles)]
+        break_glass_roles: Option<BreakGlassRoles>,
+        /// Longest break-glass access (5m to 24h).
+        #[arg(long, value_parser = parse_duration)]
+        break_glass_max: Option<u64>,
     },
+}
+
+/// The roles given to `--break-glass-roles`.
+#[derive(Clone, Debug)]
+struct BreakGlassRoles(Vec<Role>);
+
+/// `physician,nurse` or `none`.
+fn parse_break_glass_roles(s: &str) -> Result<BreakGlassRoles, String> {
+    if s.trim() == "none" {
+        return Ok(BreakGlassRoles(Vec::new()));
+    }
+    s.split(',')
+        .map(|r| r.trim().parse::<Role>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(BreakGlassRoles)
 }
 
 /// `90s`, `15m`, `12h`, `7d` or plain seconds.
@@ -340,6 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
         Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
         Command::Passwd => client_cmd::passwd(&dir, json).await?,
+        Command::BreakGlass(a) => breakglass_cmd::run(&dir, a, json).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -663,7 +698,16 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             lockout,
             ciphersuites,
             password_min_length,
+            break_glass_roles,
+            break_glass_max,
         }) => {
+            let break_glass_max_minutes = match break_glass_max {
+                Some(secs) if secs % 60 != 0 => {
+                    anyhow::bail!("--break-glass-max must be whole minutes (got {secs} s)")
+                }
+                Some(secs) => Some(u32::try_from(secs / 60).unwrap_or(u32::MAX)),
+                None => None,
+            };
             let req = ward_proto::UpdatePolicyRequest {
                 mfa_required,
                 idle_timeout_secs: idle_timeout,
@@ -674,11 +718,45 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 ciphersuites,
                 password_min_length,
                 notification_privacy: None,
+                break_glass_roles: break_glass_roles.map(|r| r.0),
+                break_glass_max_minutes,
             };
             let p = services.update_policy(&actor, req).await.map_err(api)?;
             out(
                 serde_json::to_value(&p)?,
                 format!("Policy updated.\n{}", policy_text(&p)),
+            );
+            ExitCode::SUCCESS
+        }
+        AdminCommand::BreakGlass(AdminBreakGlassCommand::List) => {
+            let grants = services.all_break_glass(&actor).await.map_err(api)?;
+            let text = grants
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}\t{}\t{}\t{} to {}\t{}\t{}",
+                        g.grant_id,
+                        g.conversation_id,
+                        g.username,
+                        g.granted_at,
+                        g.expires_at,
+                        match (g.ended_at, g.added_at) {
+                            (Some(t), _) => format!("ended {t}"),
+                            (None, Some(t)) => format!("active, added {t}"),
+                            (None, None) => "active, not yet added".to_owned(),
+                        },
+                        g.reason
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            out(
+                serde_json::json!({ "grants": grants }),
+                if text.is_empty() {
+                    "no break-glass grants".into()
+                } else {
+                    text
+                },
             );
             ExitCode::SUCCESS
         }
@@ -743,7 +821,8 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
         "MFA required: {}\nidle timeout: {} s\nabsolute timeout: {} s\nenrollment codes valid: {} s\n\
          lock after {} failed logins for {} s\nciphersuites: {}\n\
          password minimum length: {} (at least 15 without MFA)\n\
-         notification privacy (ids only in pushed events): {}",
+         notification privacy (ids only in pushed events): {}\n\
+         break-glass roles: {}; longest access: {} min",
         p.mfa_required,
         p.idle_timeout_secs,
         p.absolute_timeout_secs,
@@ -752,7 +831,17 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
         p.lockout_secs,
         suites.join(", "),
         p.password_min_length,
-        p.notification_privacy
+        p.notification_privacy,
+        if p.break_glass_roles.is_empty() {
+            "none (off)".to_owned()
+        } else {
+            p.break_glass_roles
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        p.break_glass_max_minutes
     )
 }
 

@@ -684,3 +684,131 @@ fn admin_policy_password_minimum_is_bounded() {
     assert!(ok, "{err}");
     assert_eq!(p["password_min_length"], 16);
 }
+
+/// `ward break-glass` through the binary (ADR 0016): an unauthorised role, a too-short reason
+/// and a reason with an identifier are refused; a nurse opens a group; the member's `ward sync`
+/// adds her and prints the notice; the compliance officer and `ward admin` list the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ward-data");
+    let server = Server::start(&data);
+    let ca = data.join("tls/ca.pem");
+    let ca = ca.to_str().unwrap();
+    let passphrase = ("WARD_PASSPHRASE", "a passphrase for the profile");
+    let mut profiles = Vec::new();
+    for (user, role) in [
+        ("alice", "physician"),
+        ("bob", "nurse"),
+        ("dana", "nurse"),
+        ("pete", "pharmacist"),
+        ("officer", "compliance"),
+    ] {
+        let (ok, created, err) = admin_json(&data, &["user", "add", user, "--role", role]);
+        assert!(ok, "{err}");
+        let code = created["enrollment_code"].as_str().unwrap().to_owned();
+        let profile = dir.path().join(format!("{user}-profile"));
+        let env = [
+            ("WARD_ENROLLMENT_CODE", code.as_str()),
+            ("WARD_PASSWORD", PASSWORD),
+            passphrase,
+        ];
+        let args = [
+            "enroll",
+            "--server",
+            &server.url,
+            "--ca-cert",
+            ca,
+            "--username",
+            user,
+        ];
+        let (ok, _, err) = client(&profile, &env, &args);
+        assert!(ok, "enroll {user}: {err}");
+        profiles.push(profile);
+    }
+    let env = [passphrase];
+    let (alice, bob, dana, pete, officer) = (
+        &profiles[0],
+        &profiles[1],
+        &profiles[2],
+        &profiles[3],
+        &profiles[4],
+    );
+    let (ok, out, err) = client(
+        alice,
+        &env,
+        &[
+            "--json", "group", "create", "--name", "ICU", "--member", "bob",
+        ],
+    );
+    assert!(ok, "{err}");
+    let group = json_of(&out)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reason = "Rapid response, covering for the ICU nurse";
+
+    let (ok, _, err) = client(
+        pete,
+        &env,
+        &["break-glass", "--conversation", &group, "--reason", reason],
+    );
+    assert!(!ok);
+    assert!(err.contains("may not open break-glass"), "{err}");
+    let (ok, _, err) = client(
+        dana,
+        &env,
+        &["break-glass", "--conversation", &group, "--reason", "help"],
+    );
+    assert!(!ok);
+    assert!(err.contains("reason must be 10 to 500 characters"), "{err}");
+    let (ok, _, err) = client(
+        dana,
+        &env,
+        &[
+            "break-glass",
+            "--conversation",
+            &group,
+            "--reason",
+            "Patient SSN 123-45-6789 crashing",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("patient information"), "{err}");
+    let (ok, _, err) = client(dana, &env, &["break-glass", "--conversation", &group]);
+    assert!(!ok);
+    assert!(err.contains("--reason"), "{err}");
+
+    let (ok, out, err) = client(
+        dana,
+        &env,
+        &[
+            "--json",
+            "break-glass",
+            "--conversation",
+            &group,
+            "--reason",
+            reason,
+            "--minutes",
+            "20",
+        ],
+    );
+    assert!(ok, "{err}");
+    let grant = json_of(&out);
+    assert_eq!(grant["username"], "dana");
+    let (ok, out, err) = client(bob, &env, &["sync"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("BREAK-GLASS: dana has emergency access") && out.contains(reason),
+        "{out}"
+    );
+    let (ok, out, err) = client(officer, &env, &["--json", "break-glass", "list"]);
+    assert!(ok, "{err}");
+    let listed = json_of(&out);
+    assert_eq!(listed["grants"][0]["grant_id"], grant["grant_id"]);
+    assert!(listed["grants"][0]["added_at"].is_string(), "{listed}");
+    let (ok, listed, err) = admin_json(&data, &["break-glass", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(listed["grants"][0]["grant_id"], grant["grant_id"]);
+    server.stop();
+}

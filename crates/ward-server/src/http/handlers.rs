@@ -37,7 +37,8 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::retention::admin_run_retention, super::retention::admin_list_holds,
         super::retention::admin_add_hold, super::retention::admin_release_hold,
         super::retention::admin_request_erasure, super::retention::deletion_orders,
-        super::retention::ack_deletion_order
+        super::retention::ack_deletion_order, super::breakglass::open_break_glass,
+        super::breakglass::list_break_glass
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)

@@ -225,6 +225,15 @@ impl Services {
         }
         self.check_journal_copy(req.kind, req.journal.as_ref())
             .await?;
+        if let Some(grant) = req.break_glass_grant {
+            if req.kind != EnvelopeKind::Commit {
+                return Err(ApiError::invalid(
+                    "break_glass_grant is only allowed with a commit",
+                ));
+            }
+            self.check_break_glass_commit(grant, id, &req.add_users)
+                .await?;
+        }
         // The hot path reads one conversation row; the store's append checks the device's
         // membership in its transaction. The member list is loaded only where a policy check
         // below needs it, or to tell a non-member (404) from an unwelcomed device (403).
@@ -371,6 +380,9 @@ impl Services {
                 }
                 if let Some(seq) = audit_seq {
                     self.audit.appended(seq).await;
+                }
+                if let Some(grant) = req.break_glass_grant {
+                    self.break_glass_committed(s, grant).await;
                 }
                 Ok(resp)
             }
