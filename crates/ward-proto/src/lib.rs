@@ -15,6 +15,7 @@ mod journal;
 mod names;
 mod password;
 mod wipe;
+mod workflow;
 mod ws;
 
 pub use api::*;
@@ -31,6 +32,12 @@ pub use password::{
     SINGLE_FACTOR_MIN_PASSWORD_CHARS, check_password, min_password_chars,
 };
 pub use wipe::{WipeConfirmation, WipeInstruction, WipeOrderInfo};
+pub use workflow::{
+    AssignRoleRequest, ClinicalRoleInfo, ClinicalRoleList, ClinicalRoleName,
+    CreateClinicalRoleRequest, EscalationPolicyInfo, EscalationPolicyRequest, EscalationTarget,
+    EscalationTier, HoldingSource, MAX_ACK_WITHIN_SECS, MAX_ESCALATION_TIERS, MIN_ACK_WITHIN_SECS,
+    OnCallRequest, RoleHolder, RoleHolders, ScheduleImportReport, ScheduleImportRequest,
+};
 pub use ws::{ClientFrame, ServerEvent};
 
 /// Largest MLS message the delivery service accepts, in bytes (base64 excluded).

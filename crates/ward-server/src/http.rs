@@ -2,6 +2,7 @@
 //! between HTTP and [`crate::service`]; no logic lives here.
 
 mod handlers;
+mod workflow;
 mod ws;
 
 use std::sync::Arc;
@@ -238,6 +239,28 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route("/v1/journal-keys", get(handlers::journal_keys))
         .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
         .route("/v1/compliance/journal", get(handlers::compliance_journal))
+        .route(
+            "/v1/admin/roles",
+            get(workflow::list_roles).post(workflow::create_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/assignments",
+            post(workflow::assign_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/assignments/{username}",
+            axum::routing::delete(workflow::unassign_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/escalation",
+            axum::routing::put(workflow::set_escalation),
+        )
+        .route("/v1/admin/schedules", post(workflow::import_schedule))
+        .route(
+            "/v1/roles/{role}/on-call",
+            axum::routing::put(workflow::set_on_call),
+        )
+        .route("/v1/roles/{role}/holders", get(workflow::role_holders))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -10,6 +10,7 @@ mod directory;
 mod journal;
 mod secrets;
 mod wipe;
+pub mod workflow;
 
 use std::sync::{Arc, RwLock};
 

@@ -39,6 +39,7 @@ mod journal;
 mod org;
 mod users;
 mod util;
+mod workflow;
 
 /// The migrations this crate ships, applied by [`PgStore::connect`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -19,6 +19,7 @@ mod group;
 mod journal;
 mod org;
 mod users;
+mod workflow;
 
 use std::any::Any;
 use std::path::Path;

@@ -41,6 +41,8 @@ use ward_proto::{
 
 mod journal;
 pub use journal::*;
+mod workflow;
+pub use workflow::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -105,6 +107,11 @@ macro_rules! conformance_tests {
             journal_keys_install_and_list,
             journal_copies_archived_with_envelopes,
             journal_query_filters_and_pages,
+            workflow_roles_create_and_list,
+            workflow_assignments_opt_in_and_out,
+            workflow_shifts_query_and_overlap,
+            workflow_shift_imports_race_one_wins,
+            workflow_escalation_policies,
         );
     };
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod client_cmd;
 mod compliance;
+mod workflow_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,15 @@ enum AdminCommand {
     /// Organisation settings: the compliance journal key.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Clinical roles (duties such as cardiology-on-call) and who holds them.
+    #[command(subcommand)]
+    Role(workflow_cmd::RoleCommand),
+    /// Shift schedules of clinical roles.
+    #[command(subcommand)]
+    Schedule(workflow_cmd::ScheduleCommand),
+    /// Escalation policies of clinical roles.
+    #[command(subcommand)]
+    Escalation(workflow_cmd::EscalationCommand),
 }
 
 #[derive(Subcommand)]
@@ -668,6 +678,9 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             );
             ExitCode::SUCCESS
         }
+        AdminCommand::Role(c) => workflow_cmd::role(&services, &actor, c, json).await?,
+        AdminCommand::Schedule(c) => workflow_cmd::schedule(&services, &actor, c, json).await?,
+        AdminCommand::Escalation(c) => workflow_cmd::escalation(&services, &actor, c, json).await?,
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             let page = services
                 .audit

@@ -32,7 +32,11 @@ use crate::service::{AuthSession, DeviceScope, Services};
         admin_revoke_device, admin_wipe_device, admin_wipe_status, confirm_wipe, admin_audit,
         admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, admin_set_dlp_policy,
         journal_keys, journal_mismatch, compliance_journal,
-        super::ws::upgrade
+        super::ws::upgrade,
+        super::workflow::list_roles, super::workflow::create_role, super::workflow::assign_role,
+        super::workflow::unassign_role, super::workflow::set_on_call,
+        super::workflow::role_holders, super::workflow::import_schedule,
+        super::workflow::set_escalation
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
