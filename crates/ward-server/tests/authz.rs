@@ -489,7 +489,7 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ),
         ("PUT", "/v1/roles/{role}/on-call", _) => (
             format!("/v1/roles/{MATRIX_ROLE}/on-call"),
-            Some(json!({"on_call": i % 2 == 0})),
+            Some(json!({"on_call": i.is_multiple_of(2)})),
         ),
         ("GET", "/v1/roles/{role}/holders", _) => {
             (format!("/v1/roles/{MATRIX_ROLE}/holders"), None)
