@@ -17,6 +17,7 @@ mod names;
 mod password;
 mod retention;
 mod wipe;
+mod workflow;
 mod ws;
 
 pub use api::*;
@@ -43,6 +44,12 @@ pub use retention::{
     YEAR_SECS,
 };
 pub use wipe::{WipeConfirmation, WipeInstruction, WipeOrderInfo};
+pub use workflow::{
+    AssignRoleRequest, ClinicalRoleInfo, ClinicalRoleList, ClinicalRoleName,
+    CreateClinicalRoleRequest, EscalationPolicyInfo, EscalationPolicyRequest, EscalationTarget,
+    EscalationTier, HoldingSource, MAX_ACK_WITHIN_SECS, MAX_ESCALATION_TIERS, MIN_ACK_WITHIN_SECS,
+    OnCallRequest, RoleHolder, RoleHolders, ScheduleImportReport, ScheduleImportRequest,
+};
 pub use ws::{ClientFrame, ServerEvent};
 
 /// Largest MLS message the delivery service accepts, in bytes (base64 excluded).

@@ -18,6 +18,11 @@ pub enum NameError {
         "unknown role {0:?}: expected one of admin, physician, nurse, pharmacist, compliance, patient, service"
     )]
     Role(String),
+    /// The clinical role name is empty, too long, or has characters outside `[a-z0-9-]`.
+    #[error(
+        "invalid clinical role name {0:?}: use 1 to 64 characters a-z, 0-9 or '-', starting with a letter or digit"
+    )]
+    ClinicalRole(String),
 }
 
 /// A validated username: lowercase ASCII, 1 to 64 characters, `[a-z0-9][a-z0-9._-]*`.

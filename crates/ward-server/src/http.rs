@@ -4,6 +4,7 @@
 mod breakglass;
 mod handlers;
 mod retention;
+mod workflow;
 mod ws;
 
 use std::sync::Arc;
@@ -271,6 +272,28 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             post(breakglass::open_break_glass),
         )
         .route("/v1/break-glass", get(breakglass::list_break_glass))
+        .route(
+            "/v1/admin/roles",
+            get(workflow::list_roles).post(workflow::create_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/assignments",
+            post(workflow::assign_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/assignments/{username}",
+            axum::routing::delete(workflow::unassign_role),
+        )
+        .route(
+            "/v1/admin/roles/{role}/escalation",
+            axum::routing::put(workflow::set_escalation),
+        )
+        .route("/v1/admin/schedules", post(workflow::import_schedule))
+        .route(
+            "/v1/roles/{role}/on-call",
+            axum::routing::put(workflow::set_on_call),
+        )
+        .route("/v1/roles/{role}/holders", get(workflow::role_holders))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -12,6 +12,7 @@ mod journal;
 pub mod retention;
 mod secrets;
 mod wipe;
+pub mod workflow;
 
 use std::sync::{Arc, RwLock};
 

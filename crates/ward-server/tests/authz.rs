@@ -178,9 +178,23 @@ const MATRIX: &[Row] = &[
     // compliance see every grant, the others those of their conversations.
     row("POST", "/v1/conversations/{conversation_id}/break-glass",      "non-member",        [F,   A,   A,   F,   F,   F,   F,   U,   U]),
     row("GET",  "/v1/break-glass",                                      "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    // Clinical workflow (ADR 0014): roles, schedules and policies are the admin's; listing for
+    // admin and compliance; a staff member opts in/out of their own assignment (a patient
+    // cannot hold one: 404) and looks up who holds a role (patients do not browse staff).
+    row("GET",  "/v1/admin/roles",                                      "",                  [A,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/roles",                                      "new role",          [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/roles/{role}/assignments",                   "target user",       [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("DELETE", "/v1/admin/roles/{role}/assignments/{username}",      "target user",       [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("PUT",  "/v1/admin/roles/{role}/escalation",                    "to target user",    [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/admin/schedules",                                  "one shift",         [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("PUT",  "/v1/roles/{role}/on-call",                             "own assignment",    [A,   A,   A,   A,   A,   N,   A,   U,   U]),
+    row("GET",  "/v1/roles/{role}/holders",                             "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
+
+/// The clinical role of the workflow rows.
+const MATRIX_ROLE: &str = "matrix-on-call";
 
 /// Routes the router serves that the OpenAPI description deliberately leaves out.
 const NOT_IN_OPENAPI: &[(&str, &str)] = &[("GET", "/metrics"), ("GET", "/v1/openapi.json")];
@@ -243,6 +257,29 @@ async fn setup() -> Fixtures {
     }
     let target = server.enroll("target", Role::Nurse).await;
     target.upload_key_packages(20).await;
+    // A clinical role every staff caller holds (patients cannot).
+    server
+        .services
+        .create_clinical_role(
+            &Actor::cli(),
+            ward_proto::CreateClinicalRoleRequest {
+                name: MATRIX_ROLE.parse().unwrap(),
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+    for u in users.iter().filter(|u| u.role != Role::Patient) {
+        server
+            .services
+            .assign_clinical_role(
+                &Actor::cli(),
+                &MATRIX_ROLE.parse().unwrap(),
+                &u.username.parse().unwrap(),
+            )
+            .await
+            .unwrap();
+    }
 
     let physician = &users[1];
     let patient = &users[5];
@@ -501,6 +538,40 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         }
         ("POST", "/v1/deletion-orders/{order_id}/ack", _) => {
             (format!("/v1/deletion-orders/{}/ack", new_id()), None)
+        }
+        ("GET", "/v1/admin/roles", _) => (r.path.to_owned(), None),
+        ("POST", "/v1/admin/roles", _) => (
+            r.path.to_owned(),
+            Some(json!({"name": format!("new-{t}"), "description": "matrix"})),
+        ),
+        ("POST", "/v1/admin/roles/{role}/assignments", _) => (
+            format!("/v1/admin/roles/{MATRIX_ROLE}/assignments"),
+            Some(json!({"username": fx.target.username})),
+        ),
+        ("DELETE", "/v1/admin/roles/{role}/assignments/{username}", _) => (
+            format!(
+                "/v1/admin/roles/{MATRIX_ROLE}/assignments/{}",
+                fx.target.username
+            ),
+            None,
+        ),
+        ("PUT", "/v1/admin/roles/{role}/escalation", _) => (
+            format!("/v1/admin/roles/{MATRIX_ROLE}/escalation"),
+            Some(json!({"ack_within_secs": 300, "then": [format!("user:{}", fx.target.username)]})),
+        ),
+        ("POST", "/v1/admin/schedules", _) => (
+            r.path.to_owned(),
+            Some(json!({"csv": format!(
+                "role,username,start,end,time_zone\n{MATRIX_ROLE},{},2030-01-{:02}T08:00,2030-01-{:02}T20:00,UTC\n",
+                fx.target.username, i + 1, i + 1
+            )})),
+        ),
+        ("PUT", "/v1/roles/{role}/on-call", _) => (
+            format!("/v1/roles/{MATRIX_ROLE}/on-call"),
+            Some(json!({"on_call": i.is_multiple_of(2)})),
+        ),
+        ("GET", "/v1/roles/{role}/holders", _) => {
+            (format!("/v1/roles/{MATRIX_ROLE}/holders"), None)
         }
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),

@@ -41,6 +41,7 @@ mod org;
 mod retention;
 mod users;
 mod util;
+mod workflow;
 
 /// The migrations this crate ships, applied by [`PgStore::connect`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

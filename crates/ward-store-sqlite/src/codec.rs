@@ -169,6 +169,9 @@ impl Cols<'_> {
     pub(crate) fn u64(&self, col: &str) -> StoreResult<u64> {
         uint(self.i64(col)?)
     }
+    pub(crate) fn opt_u64(&self, col: &str) -> StoreResult<Option<u64>> {
+        self.get::<Option<i64>>(col)?.map(uint).transpose()
+    }
     pub(crate) fn time(&self, col: &str) -> StoreResult<OffsetDateTime> {
         from_us(self.i64(col)?)
     }

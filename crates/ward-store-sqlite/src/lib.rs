@@ -21,6 +21,7 @@ mod journal;
 mod org;
 mod retention;
 mod users;
+mod workflow;
 
 use std::any::Any;
 use std::path::Path;

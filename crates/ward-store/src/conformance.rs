@@ -45,6 +45,8 @@ mod retention;
 pub use breakglass::*;
 pub use journal::*;
 pub use retention::*;
+mod workflow;
+pub use workflow::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -117,6 +119,11 @@ macro_rules! conformance_tests {
             break_glass_grant_lifecycle,
             break_glass_late_fulfilment_is_undone,
             break_glass_unknown_grant,
+            workflow_roles_create_and_list,
+            workflow_assignments_opt_in_and_out,
+            workflow_shifts_query_and_overlap,
+            workflow_shift_imports_race_one_wins,
+            workflow_escalation_policies,
         );
     };
 }

@@ -15,6 +15,7 @@ pub mod audit;
 mod error;
 mod model;
 mod traits;
+mod workflow;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -22,3 +23,4 @@ pub mod conformance;
 pub use error::{AppendError, StoreError, StoreResult};
 pub use model::*;
 pub use traits::*;
+pub use workflow::*;

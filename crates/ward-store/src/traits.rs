@@ -271,6 +271,7 @@ pub trait Store:
     + JournalStore
     + RetentionStore
     + BreakGlassStore
+    + crate::WorkflowStore
     + Send
     + Sync
     + 'static

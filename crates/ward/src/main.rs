@@ -7,6 +7,7 @@ mod breakglass_cmd;
 mod client_cmd;
 mod compliance;
 mod retention_cmd;
+mod workflow_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +145,15 @@ enum AdminCommand {
 enum AdminBreakGlassCommand {
     /// Every grant, newest first (audited).
     List,
+    /// Clinical roles (duties such as cardiology-on-call) and who holds them.
+    #[command(subcommand)]
+    Role(workflow_cmd::RoleCommand),
+    /// Shift schedules of clinical roles.
+    #[command(subcommand)]
+    Schedule(workflow_cmd::ScheduleCommand),
+    /// Escalation policies of clinical roles.
+    #[command(subcommand)]
+    Escalation(workflow_cmd::EscalationCommand),
 }
 
 #[derive(Subcommand)]
@@ -760,6 +770,9 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             );
             ExitCode::SUCCESS
         }
+        AdminCommand::Role(c) => workflow_cmd::role(&services, &actor, c, json).await?,
+        AdminCommand::Schedule(c) => workflow_cmd::schedule(&services, &actor, c, json).await?,
+        AdminCommand::Escalation(c) => workflow_cmd::escalation(&services, &actor, c, json).await?,
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             let page = services
                 .audit

@@ -38,7 +38,11 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::retention::admin_add_hold, super::retention::admin_release_hold,
         super::retention::admin_request_erasure, super::retention::deletion_orders,
         super::retention::ack_deletion_order, super::breakglass::open_break_glass,
-        super::breakglass::list_break_glass
+        super::breakglass::list_break_glass,
+        super::workflow::list_roles, super::workflow::create_role, super::workflow::assign_role,
+        super::workflow::unassign_role, super::workflow::set_on_call,
+        super::workflow::role_holders, super::workflow::import_schedule,
+        super::workflow::set_escalation
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
