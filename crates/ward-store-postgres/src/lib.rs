@@ -34,6 +34,7 @@ use sqlx::{ConnectOptions, Executor, Transaction};
 use ward_store::StoreError;
 
 mod audit;
+mod blobs;
 mod conversations;
 mod journal;
 mod org;

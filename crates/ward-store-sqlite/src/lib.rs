@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod audit;
+mod blobs;
 mod codec;
 mod conversations;
 mod devices;

@@ -41,6 +41,8 @@ use ward_proto::{
 
 mod journal;
 pub use journal::*;
+mod blobs;
+pub use blobs::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -105,6 +107,9 @@ macro_rules! conformance_tests {
             journal_keys_install_and_list,
             journal_copies_archived_with_envelopes,
             journal_query_filters_and_pages,
+            blobs_upload_lifecycle,
+            blobs_quota_and_conflicts,
+            blobs_delete_by_conversation_and_collect_stale,
         );
     };
 }

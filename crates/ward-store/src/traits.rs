@@ -222,6 +222,7 @@ pub trait Store:
     + ConversationStore
     + AuditStore
     + JournalStore
+    + crate::BlobStore
     + Send
     + Sync
     + 'static
