@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod breakglass;
+pub mod attachments;
 mod error;
 mod journal;
 mod profile;

@@ -20,6 +20,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use ward_proto::{ConversationId, MessageId};
 
+use crate::attachment::{AttachmentDescriptor, AttachmentError, MAX_ATTACHMENTS_PER_MESSAGE};
+
 /// The content schema version this crate writes and the highest it reads.
 pub const CONTENT_VERSION: u32 = 1;
 
@@ -35,7 +37,15 @@ pub const MAX_CONTENT_BYTES: usize = 256 * 1024;
 pub const MAX_PATIENT_FIELD_BYTES: usize = 1024;
 
 /// Field names of [`MessageContent`] that [`MessageContent::extra`] must not repeat.
-const RESERVED_FIELDS: [&str; 6] = ["v", "body", "priority", "reply_to", "patient", "sent_at_ms"];
+const RESERVED_FIELDS: [&str; 7] = [
+    "v",
+    "body",
+    "priority",
+    "reply_to",
+    "patient",
+    "sent_at_ms",
+    "attachments",
+];
 
 /// Why content could not be built, encoded or decoded.
 #[non_exhaustive]
@@ -71,6 +81,9 @@ pub enum ContentError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An attachment descriptor is invalid.
+    #[error("invalid attachment: {0}")]
+    Attachment(#[from] AttachmentError),
 }
 
 /// One message's content (schema version 1).
@@ -92,6 +105,12 @@ pub struct MessageContent {
     /// Sender's clock when the message was written, Unix milliseconds. Informational only: the
     /// server's sequence number orders messages.
     pub sent_at_ms: i64,
+    /// Encrypted attachments (ADR 0015): each descriptor holds the file's key, so the MLS
+    /// message and its journal copy carry everything needed to fetch and decrypt the file.
+    /// Absent from the JSON when empty, so a text message's encoding is unchanged, and a
+    /// reader that predates the field keeps it in its `extra`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentDescriptor>,
     /// Fields this version does not know, preserved as they came (attachments, the compliance
     /// journal copy and other later additions).
     #[serde(flatten)]
@@ -173,6 +192,7 @@ impl MessageContent {
             reply_to: None,
             patient: None,
             sent_at_ms: now_ms,
+            attachments: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -203,6 +223,15 @@ impl MessageContent {
                 field: "reply_to",
                 reason: "names no message (set message_id, seq or client_message_id)",
             });
+        }
+        if self.attachments.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(ContentError::InvalidField {
+                field: "attachments",
+                reason: "more than 32 attachments",
+            });
+        }
+        for attachment in &self.attachments {
+            attachment.validate()?;
         }
         if self
             .extra
@@ -339,6 +368,7 @@ impl fmt::Debug for MessageContent {
             .field("reply_to", &self.reply_to)
             .field("patient", &self.patient)
             .field("sent_at_ms", &self.sent_at_ms)
+            .field("attachments", &self.attachments)
             .field("extra_keys", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -405,13 +435,13 @@ mod tests {
     fn unknown_fields_are_preserved() {
         let raw = json!({
             "v": 1, "body": {"type": "text", "text": "x"}, "sent_at_ms": 1,
-            "attachments": [{"id": "a1"}], "journal": {"hash": "00"}
+            "reactions": [{"id": "a1"}], "journal": {"hash": "00"}
         });
         let c = MessageContent::from_bytes(&serde_json::to_vec(&raw).unwrap()).unwrap();
         assert_eq!(c.priority, Priority::Routine);
         assert_eq!(c.extra.len(), 2);
         let again: Value = serde_json::from_slice(&c.to_bytes().unwrap()).unwrap();
-        assert_eq!(again["attachments"], raw["attachments"]);
+        assert_eq!(again["reactions"], raw["reactions"]);
         assert_eq!(again["journal"], raw["journal"]);
     }
 

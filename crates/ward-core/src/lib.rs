@@ -4,6 +4,8 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 //! # Layout
+//! - [`attachment`]: encrypted attachments (streaming AEAD, descriptors, type policy, metadata
+//!   stripping).
 //! - [`content`]: the message content schema inside the MLS plaintext.
 //! - `identity`: the device's Ed25519 key pair ([`Identity`]).
 //! - `credential`: Ward device credentials inside MLS and their verification ([`TrustAnchor`]).
@@ -13,6 +15,7 @@
 //!
 //! What this crate does NOT do: network I/O, timers, persistence to disk, encryption at rest.
 
+pub mod attachment;
 mod client;
 pub mod content;
 mod credential;

@@ -35,6 +35,7 @@ use ward_store::StoreError;
 
 mod audit;
 mod breakglass;
+mod blobs;
 mod conversations;
 mod journal;
 mod org;

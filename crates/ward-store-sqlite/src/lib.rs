@@ -13,6 +13,7 @@
 
 mod audit;
 mod breakglass;
+mod blobs;
 mod codec;
 mod conversations;
 mod devices;

@@ -47,6 +47,8 @@ pub use journal::*;
 pub use retention::*;
 mod workflow;
 pub use workflow::*;
+mod blobs;
+pub use blobs::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -124,6 +126,9 @@ macro_rules! conformance_tests {
             workflow_shifts_query_and_overlap,
             workflow_shift_imports_race_one_wins,
             workflow_escalation_policies,
+            blobs_upload_lifecycle,
+            blobs_quota_and_conflicts,
+            blobs_delete_by_conversation_and_collect_stale,
         );
     };
 }

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+mod blob;
 mod error;
 mod model;
 mod traits;
@@ -20,6 +21,7 @@ mod workflow;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use blob::{Blob, BlobState, BlobStore};
 pub use error::{AppendError, StoreError, StoreResult};
 pub use model::*;
 pub use traits::*;

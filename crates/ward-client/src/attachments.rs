@@ -1,0 +1,359 @@
+//! Attachment files on disk (ADR 0015): encrypt a file into a ciphertext file ready to upload,
+//! and decrypt a downloaded ciphertext into a directory, streaming both ways (one chunk plus
+//! one read buffer in memory; JPEG/PNG are read whole, at most 32 MiB, to strip metadata).
+//!
+//! A decrypted file appears under its final name only when every check passed: it is written
+//! to a hidden temporary file in the same directory, synced, and then linked to a name that
+//! does not exist yet (never overwriting), so a failure leaves no partial file behind.
+//!
+//! These functions do blocking file I/O; async callers run them in `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rand::{CryptoRng, RngCore};
+use ward_core::attachment::{
+    AttachmentDescriptor, AttachmentError, AttachmentPolicy, DEFAULT_CHUNK_SIZE, Decryptor,
+    EncryptedBlob, Encryptor, SNIFF_BYTES, inspect, is_file_name, media_type_for_file_name,
+    strip_metadata,
+};
+
+/// Read buffer size for streaming (64 KiB).
+const IO_BUF: usize = 64 * 1024;
+
+/// Why an attachment file could not be prepared or saved.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentFileError {
+    /// The attachment was refused or is corrupt (policy, type, size, hash, authentication).
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    /// The file name has no usable last component (e.g. a directory or `..`).
+    #[error("`{0}` has no file name that can be sent")]
+    BadFileName(PathBuf),
+    /// Reading or writing a file failed.
+    #[error("{what} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AttachmentFileError {
+    let path = path.to_path_buf();
+    move |source| AttachmentFileError::Io { what, path, source }
+}
+
+/// A file encrypted and ready to upload.
+#[derive(Debug)]
+pub struct PreparedAttachment {
+    /// The ciphertext file (in the directory given to [`prepare_attachment`]); the caller
+    /// uploads it and deletes it.
+    pub ciphertext_path: PathBuf,
+    /// Key, nonce, sizes and hash for the descriptor.
+    pub blob: EncryptedBlob,
+    /// The checked media type.
+    pub media_type: String,
+    /// The file's name (its last path component).
+    pub file_name: String,
+}
+
+impl PreparedAttachment {
+    /// The descriptor for the message, once the server assigned the blob id.
+    pub fn descriptor(&self, blob_id: uuid::Uuid) -> Result<AttachmentDescriptor, AttachmentError> {
+        AttachmentDescriptor::new(blob_id, &self.blob, &self.media_type, &self.file_name)
+    }
+}
+
+/// Checks `path` against `policy` (type by content against `declared` or the extension's
+/// type, size, denied types), strips image metadata, and encrypts it with a fresh key into a
+/// new file in `work_dir`. On error no ciphertext file is left.
+pub fn prepare_attachment(
+    path: &Path,
+    declared: Option<&str>,
+    policy: &AttachmentPolicy,
+    work_dir: &Path,
+    rng: &mut (impl CryptoRng + RngCore),
+) -> Result<PreparedAttachment, AttachmentFileError> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| is_file_name(n))
+        .ok_or_else(|| AttachmentFileError::BadFileName(path.to_path_buf()))?
+        .to_owned();
+    let mut file = File::open(path).map_err(io_err("cannot open", path))?;
+    let size = file
+        .metadata()
+        .map_err(io_err("cannot read the size of", path))?
+        .len();
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    (&mut file)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io_err("cannot read", path))?;
+    let declared = declared.unwrap_or_else(|| media_type_for_file_name(&file_name));
+    let checked = inspect(policy, &file_name, declared, &head, size)?;
+
+    let ciphertext_path = work_dir.join(format!(".ward-upload-{}.part", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&ciphertext_path)
+            .map_err(io_err("cannot create", &ciphertext_path))?;
+        let mut enc = Encryptor::new(rng, DEFAULT_CHUNK_SIZE)?;
+        let mut ct = Vec::with_capacity(DEFAULT_CHUNK_SIZE as usize * 2);
+        let kind = checked.media_type.as_str();
+        if kind.starts_with("image/") {
+            // Images are stripped whole (bounded by MAX_IMAGE_STRIP_BYTES in strip_metadata,
+            // which also refuses image types it cannot strip).
+            if size > ward_core::attachment::MAX_IMAGE_STRIP_BYTES {
+                return Err(AttachmentError::ImageTooLarge {
+                    size,
+                    max: ward_core::attachment::MAX_IMAGE_STRIP_BYTES,
+                }
+                .into());
+            }
+            let mut data = head.clone();
+            file.read_to_end(&mut data)
+                .map_err(io_err("cannot read", path))?;
+            let stripped = strip_metadata(kind, data)?;
+            for piece in stripped.chunks(IO_BUF) {
+                enc.push(piece, &mut ct)?;
+                out.write_all(&ct)
+                    .map_err(io_err("cannot write", &ciphertext_path))?;
+                ct.clear();
+            }
+        } else {
+            enc.push(&head, &mut ct)?;
+            let mut buf = vec![0u8; IO_BUF];
+            loop {
+                out.write_all(&ct)
+                    .map_err(io_err("cannot write", &ciphertext_path))?;
+                ct.clear();
+                let n = file.read(&mut buf).map_err(io_err("cannot read", path))?;
+                if n == 0 {
+                    break;
+                }
+                enc.push(&buf[..n], &mut ct)?;
+            }
+        }
+        let blob = enc.finish(&mut ct)?;
+        out.write_all(&ct)
+            .map_err(io_err("cannot write", &ciphertext_path))?;
+        out.sync_all()
+            .map_err(io_err("cannot sync", &ciphertext_path))?;
+        Ok(blob)
+    })();
+    match result {
+        Ok(blob) => Ok(PreparedAttachment {
+            ciphertext_path,
+            blob,
+            media_type: checked.media_type,
+            file_name,
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&ciphertext_path);
+            Err(e)
+        }
+    }
+}
+
+/// Decrypts `ciphertext` (read to its end) as `descriptor` describes into `dir`, under the
+/// descriptor's file name or, if that exists, `name (1).ext`, `name (2).ext`, …. Returns the
+/// path written. On any error (corrupt, truncated, wrong hash, I/O) nothing is left in `dir`.
+pub fn decrypt_to_dir(
+    descriptor: &AttachmentDescriptor,
+    mut ciphertext: impl Read,
+    dir: &Path,
+) -> Result<PathBuf, AttachmentFileError> {
+    let mut dec = Decryptor::new(descriptor)?;
+    let tmp = dir.join(format!(".ward-download-{}.part", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("cannot create", &tmp))?;
+        let mut buf = vec![0u8; IO_BUF];
+        let mut plain = Vec::with_capacity(IO_BUF * 2);
+        loop {
+            let n = ciphertext
+                .read(&mut buf)
+                .map_err(io_err("cannot read the download for", &tmp))?;
+            if n == 0 {
+                break;
+            }
+            dec.push(&buf[..n], &mut plain)?;
+            out.write_all(&plain)
+                .map_err(io_err("cannot write", &tmp))?;
+            plain.clear();
+        }
+        dec.finish(&mut plain)?;
+        out.write_all(&plain)
+            .map_err(io_err("cannot write", &tmp))?;
+        out.sync_all().map_err(io_err("cannot sync", &tmp))?;
+        link_unique(&tmp, dir, &descriptor.file_name)
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Links `tmp` to the first free name derived from `file_name` in `dir` (no overwrite: a hard
+/// link fails if the name exists).
+fn link_unique(tmp: &Path, dir: &Path, file_name: &str) -> Result<PathBuf, AttachmentFileError> {
+    let (stem, ext) = match file_name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, Some(e)),
+        _ => (file_name, None),
+    };
+    for n in 0..1000u32 {
+        let name = match (n, ext) {
+            (0, _) => file_name.to_owned(),
+            (n, Some(e)) => format!("{stem} ({n}).{e}"),
+            (n, None) => format!("{stem} ({n})"),
+        };
+        let dest = dir.join(name);
+        match fs::hard_link(tmp, &dest) {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("cannot create", &dest)(e)),
+        }
+    }
+    Err(io_err("no free name for", &dir.join(file_name))(
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "1000 files of that name exist",
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn file_round_trip_is_byte_exact_and_never_overwrites() {
+        let src = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let dl = tempfile::tempdir().unwrap();
+        let pdf: Vec<u8> = b"%PDF-1.7\n"
+            .iter()
+            .copied()
+            .chain((0..300_000u32).map(|i| (i % 251) as u8))
+            .collect();
+        let path = src.path().join("lab result.pdf");
+        fs::write(&path, &pdf).unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        let p = prepare_attachment(
+            &path,
+            None,
+            &AttachmentPolicy::default(),
+            work.path(),
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(p.media_type, "application/pdf");
+        let ct = fs::read(&p.ciphertext_path).unwrap();
+        assert_eq!(ct.len() as u64, p.blob.ciphertext_len);
+        assert!(!ct.windows(9).any(|w| w == b"%PDF-1.7\n"));
+        let d = p.descriptor(uuid::Uuid::new_v4()).unwrap();
+        let first = decrypt_to_dir(&d, &ct[..], dl.path()).unwrap();
+        assert_eq!(fs::read(&first).unwrap(), pdf);
+        let second = decrypt_to_dir(&d, &ct[..], dl.path()).unwrap();
+        assert_eq!(second, dl.path().join("lab result (1).pdf"));
+        assert_eq!(
+            names(dl.path()),
+            vec!["lab result (1).pdf", "lab result.pdf"]
+        );
+    }
+
+    #[test]
+    fn failures_leave_no_file() {
+        let src = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let dl = tempfile::tempdir().unwrap();
+        let mut rng = StdRng::seed_from_u64(2);
+        // An executable named like a PDF: refused, no ciphertext left.
+        let exe = src.path().join("scan.pdf");
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(4096, 0);
+        fs::write(&exe, &elf).unwrap();
+        let e = prepare_attachment(
+            &exe,
+            None,
+            &AttachmentPolicy::default(),
+            work.path(),
+            &mut rng,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AttachmentFileError::Attachment(AttachmentError::Forbidden { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(names(work.path()).is_empty());
+
+        // A truncated or altered download: an error, and no file in the download directory.
+        let doc = src.path().join("notes.txt");
+        fs::write(&doc, vec![b'x'; 200_000]).unwrap();
+        let p = prepare_attachment(
+            &doc,
+            None,
+            &AttachmentPolicy::default(),
+            work.path(),
+            &mut rng,
+        )
+        .unwrap();
+        let ct = fs::read(&p.ciphertext_path).unwrap();
+        let d = p.descriptor(uuid::Uuid::new_v4()).unwrap();
+        let e = decrypt_to_dir(&d, &ct[..ct.len() - 10], dl.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AttachmentFileError::Attachment(AttachmentError::Truncated { .. })
+            ),
+            "{e:?}"
+        );
+        let mut bad = ct.clone();
+        bad[100_000] ^= 0x40;
+        let e = decrypt_to_dir(&d, &bad[..], dl.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AttachmentFileError::Attachment(AttachmentError::Corrupt { .. })
+            ),
+            "{e:?}"
+        );
+        let mut wrong_hash = d.clone();
+        wrong_hash.ciphertext_sha256 = "ab".repeat(32);
+        let e = decrypt_to_dir(&wrong_hash, &ct[..], dl.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AttachmentFileError::Attachment(AttachmentError::HashMismatch)
+            ),
+            "{e:?}"
+        );
+        assert!(names(dl.path()).is_empty(), "{:?}", names(dl.path()));
+    }
+}
