@@ -139,12 +139,6 @@ enum AdminCommand {
     /// Break-glass grants (ADR 0016).
     #[command(subcommand)]
     BreakGlass(AdminBreakGlassCommand),
-}
-
-#[derive(Subcommand)]
-enum AdminBreakGlassCommand {
-    /// Every grant, newest first (audited).
-    List,
     /// Clinical roles (duties such as cardiology-on-call) and who holds them.
     #[command(subcommand)]
     Role(workflow_cmd::RoleCommand),
@@ -154,6 +148,12 @@ enum AdminBreakGlassCommand {
     /// Escalation policies of clinical roles.
     #[command(subcommand)]
     Escalation(workflow_cmd::EscalationCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminBreakGlassCommand {
+    /// Every grant, newest first (audited).
+    List,
 }
 
 #[derive(Subcommand)]
