@@ -13,8 +13,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod breakglass;
 pub mod attachments;
+mod breakglass;
 mod error;
 mod journal;
 mod profile;

@@ -34,8 +34,8 @@ use sqlx::{ConnectOptions, Executor, Transaction};
 use ward_store::StoreError;
 
 mod audit;
-mod breakglass;
 mod blobs;
+mod breakglass;
 mod conversations;
 mod journal;
 mod org;

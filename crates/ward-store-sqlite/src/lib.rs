@@ -12,8 +12,8 @@
 #![deny(missing_docs)]
 
 mod audit;
-mod breakglass;
 mod blobs;
+mod breakglass;
 mod codec;
 mod conversations;
 mod devices;
