@@ -98,7 +98,7 @@ impl std::fmt::Display for RetentionDuration {
             (3_600, "h"),
             (60, "m"),
         ] {
-            if self.0 % per == 0 {
+            if self.0.is_multiple_of(per) {
                 return write!(f, "{}{unit}", self.0 / per);
             }
         }

@@ -66,10 +66,10 @@ pub fn decide(facts: &Facts, now: OffsetDateTime) -> Verdict {
     if let Some(hold) = facts.hold {
         return Verdict::Keep(KeepReason::LegalHold(hold));
     }
-    if let Some(until) = facts.statutory_until {
-        if now < until {
-            return Verdict::Keep(KeepReason::StatutoryRetention(until));
-        }
+    if let Some(until) = facts.statutory_until
+        && now < until
+    {
+        return Verdict::Keep(KeepReason::StatutoryRetention(until));
     }
     if facts.erasure_requested {
         return Verdict::Delete(DeleteRule::Erasure);
