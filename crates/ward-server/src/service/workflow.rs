@@ -248,8 +248,9 @@ impl Services {
         csv: &str,
     ) -> ApiResult<ScheduleImportReport> {
         require_role(actor, &[Role::Admin])?;
-        let parsed = schedule::parse(csv).map_err(refused)?;
-        let mut errors = Vec::new();
+        // Every problem is reported at once: bad lines, then the good lines' unknown names
+        // and overlaps.
+        let (parsed, mut errors) = schedule::parse_all(csv);
         let mut roles: BTreeMap<ClinicalRoleName, bool> = BTreeMap::new();
         let mut users: HashMap<Username, Option<UserId>> = HashMap::new();
         for p in &parsed {
@@ -282,9 +283,6 @@ impl Services {
                 });
             }
         }
-        if !errors.is_empty() {
-            return Err(refused(errors));
-        }
         // Overlaps within the file, naming both lines.
         let mut sorted: Vec<&schedule::ParsedShift> = parsed.iter().collect();
         sorted.sort_by(|a, b| {
@@ -305,7 +303,7 @@ impl Services {
             }
         }
         // Overlaps with stored shifts.
-        for (role, _) in roles.iter() {
+        for (role, _) in roles.iter().filter(|(_, known)| **known) {
             let of_role: Vec<_> = parsed.iter().filter(|p| &p.role == role).collect();
             let (Some(from), Some(to)) = (
                 of_role.iter().map(|p| p.starts_at).min(),

@@ -62,6 +62,17 @@ impl std::fmt::Display for LineError {
 
 /// Parse a whole schedule. Either every line is good, or every bad line is reported.
 pub fn parse(text: &str) -> Result<Vec<ParsedShift>, Vec<LineError>> {
+    let (shifts, errors) = parse_all(text);
+    if errors.is_empty() {
+        Ok(shifts)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parse a whole schedule into its good lines and its bad lines, so that the caller can also
+/// check the good lines (unknown names, overlaps) and report every problem at once.
+pub fn parse_all(text: &str) -> (Vec<ParsedShift>, Vec<LineError>) {
     let mut errors = Vec::new();
     let mut shifts = Vec::new();
     let mut header_seen = false;
@@ -82,7 +93,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedShift>, Vec<LineError>> {
                     line,
                     message: format!("the header must be `{HEADER}`"),
                 });
-                return Err(errors);
+                return (Vec::new(), errors);
             }
             continue;
         }
@@ -109,11 +120,7 @@ pub fn parse(text: &str) -> Result<Vec<ParsedShift>, Vec<LineError>> {
             message: "the schedule has a header but no shifts".to_owned(),
         });
     }
-    if errors.is_empty() {
-        Ok(shifts)
-    } else {
-        Err(errors)
-    }
+    (shifts, errors)
 }
 
 fn parse_line(line: usize, text: &str) -> Result<ParsedShift, String> {
