@@ -50,8 +50,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Attachme
     move |source| AttachmentFileError::Io { what, path, source }
 }
 
-/// A file encrypted and ready to upload.
-#[derive(Debug)]
+/// A file encrypted and ready to upload. `Debug` leaves out the file name (it can be PHI).
 pub struct PreparedAttachment {
     /// The ciphertext file (in the directory given to [`prepare_attachment`]); the caller
     /// uploads it and deletes it.
@@ -222,15 +221,25 @@ fn link_unique(tmp: &Path, dir: &Path, file_name: &str) -> Result<PathBuf, Attac
         match fs::hard_link(tmp, &dest) {
             Ok(()) => return Ok(dest),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err("cannot create", &dest)(e)),
+            // The file name came from the sender and can be PHI: name only the directory.
+            Err(e) => return Err(io_err("cannot create a file in", dir)(e)),
         }
     }
-    Err(io_err("no free name for", &dir.join(file_name))(
-        io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "1000 files of that name exist",
-        ),
-    ))
+    Err(io_err("no free file name in", dir)(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "1000 files of that name exist",
+    )))
+}
+
+impl std::fmt::Debug for PreparedAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedAttachment")
+            .field("ciphertext_path", &self.ciphertext_path)
+            .field("blob", &self.blob)
+            .field("media_type", &self.media_type)
+            .field("file_name", &"(redacted)")
+            .finish()
+    }
 }
 
 #[cfg(test)]
