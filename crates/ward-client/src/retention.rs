@@ -28,7 +28,11 @@ impl WardClient {
             if let Err(e) = self.core.verify_deletion_order(order) {
                 let w = format!("deletion order {} ignored: {e}", order.order_id);
                 tracing::warn!(order = %order.order_id, "deletion order refused");
-                self.profile.data.warnings.push(w.clone());
+                // A refused order is never acknowledged, so it comes back on every sync:
+                // keep one saved warning for it, not one per sync.
+                if !self.profile.data.warnings.contains(&w) {
+                    self.profile.data.warnings.push(w.clone());
+                }
                 warnings.push(w);
                 continue;
             }
