@@ -137,22 +137,7 @@ impl WardClient {
             )
             .await?
             .key_packages;
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        self.commit_for_grant(id, vec![g.user_id], Vec::new(), Some(g.grant_id), |core| {
-            let fresh: Vec<ClaimedKeyPackage> = claimed
-                .iter()
-                .filter(|k| !core.members(id).iter().any(|m| m.device_id == k.device_id))
-                .cloned()
-                .collect();
-            if fresh.is_empty() {
-                Ok(None)
-            } else {
-                core.add_members(id, &fresh).map(Some)
-            }
-        })
-        .await?;
-        Ok(())
+        self.commit_adding(id, claimed, vec![g.user_id], Some(g.grant_id))
+            .await
     }
 }

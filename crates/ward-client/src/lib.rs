@@ -588,7 +588,7 @@ impl WardClient {
             },
         );
         self.save()?;
-        self.commit_adding(id, claimed, users).await?;
+        self.commit_adding(id, claimed, users, None).await?;
         let mut content = MessageContent::text(
             format!(
                 "{} created the group \u{201c}{name}\u{201d}",
@@ -614,7 +614,7 @@ impl WardClient {
         self.flush_outbox().await?;
         self.require_group(conversation)?;
         let (claimed, users) = self.claim_for(members).await?;
-        self.commit_adding(conversation, claimed, users).await
+        self.commit_adding(conversation, claimed, users, None).await
     }
 
     /// Remove users (all their devices) from a conversation.
@@ -899,16 +899,19 @@ impl WardClient {
         }
     }
 
+    /// Commit the addition of the `claimed` devices not yet in the group (`grant`: the
+    /// break-glass grant this fulfils, ADR 0016).
     async fn commit_adding(
         &mut self,
         id: ConversationId,
         claimed: Vec<ClaimedKeyPackage>,
         users: Vec<UserId>,
+        grant: Option<uuid::Uuid>,
     ) -> Result<(), WardError> {
         if claimed.is_empty() {
             return Ok(());
         }
-        self.commit(id, users, Vec::new(), move |core| {
+        self.commit_for_grant(id, users, Vec::new(), grant, move |core| {
             let fresh: Vec<ClaimedKeyPackage> = claimed
                 .iter()
                 .filter(|k| !core.members(id).iter().any(|m| m.device_id == k.device_id))
@@ -1519,7 +1522,7 @@ impl WardClient {
                     }
                     Err(e) => return Err(e),
                 };
-                if let Err(e) = self.commit_adding(id, claimed, Vec::new()).await {
+                if let Err(e) = self.commit_adding(id, claimed, Vec::new(), None).await {
                     warnings.push(format!(
                         "could not add {}'s new device to {id}: {e}",
                         member.username
@@ -1583,7 +1586,7 @@ impl WardClient {
             },
         );
         self.save()?;
-        self.commit_adding(id, claimed, users).await?;
+        self.commit_adding(id, claimed, users, None).await?;
         Ok(id)
     }
 }
