@@ -226,11 +226,15 @@ impl Services {
             .into_iter()
             .map(|p| (p.role.clone(), p))
             .collect();
-        let holders = self.holders_at(role, at).await?;
         let mut escalation = Vec::new();
         let mut visited = BTreeSet::new();
         self.expand_chain(role, None, &policies, at, &mut visited, &mut escalation)
             .await?;
+        // The first tier is always the addressed role's holders now.
+        let holders = escalation
+            .first()
+            .map(|t| t.users.clone())
+            .unwrap_or_default();
         Ok(RoleHolders {
             role: role.clone(),
             at,
