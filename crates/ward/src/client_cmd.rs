@@ -116,7 +116,7 @@ pub(crate) fn open(dir: &Path) -> anyhow::Result<WardClient> {
     Ok(WardClient::open(dir, &passphrase)?)
 }
 
-fn username(s: &str) -> anyhow::Result<Username> {
+pub(crate) fn username(s: &str) -> anyhow::Result<Username> {
     Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

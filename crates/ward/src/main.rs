@@ -858,6 +858,15 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
     )
 }
 
+/// Print `value` for `--json`, else `text`.
+fn print(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
 fn api(e: ward_server::error::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}", e.message)
 }

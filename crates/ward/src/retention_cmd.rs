@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::{api, print};
 use clap::Subcommand;
 use ward_proto::{
     AddHoldRequest, ErasureRequestBody, HoldInfo, HoldTarget, RetentionRulesInfo,
@@ -80,18 +81,6 @@ pub enum ErasureCommand {
         #[arg(long)]
         user: String,
     },
-}
-
-fn api(e: ward_server::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.message)
-}
-
-fn print(json: bool, value: serde_json::Value, text: String) {
-    if json {
-        println!("{value}");
-    } else {
-        println!("{text}");
-    }
 }
 
 fn rules_text(r: &RetentionRulesInfo) -> String {

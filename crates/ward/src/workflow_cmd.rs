@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use ward_proto::{
-    ClinicalRoleName, CreateClinicalRoleRequest, EscalationPolicyRequest, HoldingSource, Username,
+    ClinicalRoleName, CreateClinicalRoleRequest, EscalationPolicyRequest, HoldingSource,
 };
 use ward_server::service::{Actor, Services};
 
-use crate::{api, parse_duration};
+use crate::client_cmd::username;
+use crate::{api, parse_duration, print};
 
 /// Largest schedule file read, bytes (10,000 lines of about 100 bytes, with room).
 const MAX_SCHEDULE_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -85,18 +86,6 @@ pub(crate) enum EscalationCommand {
 
 fn role_name(s: &str) -> anyhow::Result<ClinicalRoleName> {
     ClinicalRoleName::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-fn username(s: &str) -> anyhow::Result<Username> {
-    Username::parse(s).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-fn print(json: bool, value: serde_json::Value, text: String) {
-    if json {
-        println!("{value}");
-    } else {
-        println!("{text}");
-    }
 }
 
 pub(crate) async fn role(

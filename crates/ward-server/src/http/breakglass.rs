@@ -11,7 +11,7 @@ use axum::extract::State;
 use ward_proto::{BreakGlassGrant, BreakGlassRequest, ConversationId, ErrorBody};
 
 use super::{AppJson, AppPath};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::service::{AuthSession, Services};
 
 /// Open time-limited access to a group conversation the caller is not in (roles allowed by
@@ -27,9 +27,7 @@ pub async fn open_break_glass(
     AppPath(id): AppPath<String>,
     AppJson(req): AppJson<BreakGlassRequest>,
 ) -> ApiResult<Json<BreakGlassGrant>> {
-    let id: ConversationId = id
-        .parse()
-        .map_err(|_| ApiError::invalid("conversation_id is not a valid id"))?;
+    let id: ConversationId = super::handlers::parse_id(&id, "conversation_id")?;
     Ok(Json(s.open_break_glass(&session, id, req).await?))
 }
 

@@ -61,7 +61,7 @@ impl Modify for BearerAuth {
     }
 }
 
-fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
+pub(super) fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
     s.parse()
         .map_err(|_| ApiError::invalid(format!("{what} is not a valid id")))
 }

@@ -4,6 +4,7 @@
     reason = "utoipa's path macro expands to qualified paths"
 )]
 
+use super::handlers::parse_id;
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,13 +16,8 @@ use ward_proto::{
 };
 
 use super::{AppJson, AppPath};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::service::{AuthSession, Services, require_role};
-
-fn parse_uuid(s: &str, what: &str) -> ApiResult<uuid::Uuid> {
-    s.parse()
-        .map_err(|_| ApiError::invalid(format!("{what} is not a valid id")))
-}
 
 /// The retention policy (admin, compliance).
 #[utoipa::path(get, path = "/v1/admin/retention", security(("bearer" = [])),
@@ -85,7 +81,7 @@ pub async fn admin_release_hold(
 ) -> ApiResult<Json<HoldInfo>> {
     require_role(&session.actor(), &[Role::Admin, Role::Compliance])?;
     Ok(Json(
-        s.release_hold(&session.actor(), parse_uuid(&id, "hold_id")?)
+        s.release_hold(&session.actor(), parse_id::<uuid::Uuid>(&id, "hold_id")?)
             .await?,
     ))
 }
@@ -121,7 +117,7 @@ pub async fn ack_deletion_order(
     session: AuthSession,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    s.ack_deletion_order(&session.actor(), parse_uuid(&id, "order_id")?)
+    s.ack_deletion_order(&session.actor(), parse_id::<uuid::Uuid>(&id, "order_id")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -670,12 +670,7 @@ impl Services {
         let username: Username = name
             .parse()
             .map_err(|e| ApiError::invalid(format!("user: {e}")))?;
-        Ok(self
-            .store
-            .user_by_name(&username)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?
-            .id)
+        Ok(self.user_by_name_or_404(&username).await?.id)
     }
 
     fn sign_order(&self, o: &StoredDeletionOrder) -> DeletionOrder {
