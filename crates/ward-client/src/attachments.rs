@@ -280,6 +280,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.media_type, "application/pdf");
+        assert!(
+            !format!("{p:?}").contains("lab result"),
+            "Debug leaves out the file name"
+        );
         let ct = fs::read(&p.ciphertext_path).unwrap();
         assert_eq!(ct.len() as u64, p.blob.ciphertext_len);
         assert!(!ct.windows(9).any(|w| w == b"%PDF-1.7\n"));
