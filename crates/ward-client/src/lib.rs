@@ -1093,6 +1093,7 @@ impl WardClient {
                     labels: item.labels.clone(),
                     journal: item.journal.clone(),
                     break_glass_grant: item.break_glass_grant,
+                    blobs: Vec::new(),
                 },
             )
             .await

@@ -461,6 +461,11 @@ pub struct SendEnvelopeRequest {
     /// must be in `add_users`, and the grant must still be active when the commit arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass_grant: Option<uuid::Uuid>,
+    /// With an application message: the attachment blobs it references (complete blobs of
+    /// this conversation, at most [`crate::MAX_BLOBS_PER_MESSAGE`]). The server ties each
+    /// blob's retention to the messages that reference it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<uuid::Uuid>,
 }
 
 /// Answer to a send: the message is durable when this is returned.

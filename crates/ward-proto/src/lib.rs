@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod blobs;
 mod breakglass;
 mod bytes;
 mod error;
@@ -21,6 +22,10 @@ mod workflow;
 mod ws;
 
 pub use api::*;
+pub use blobs::{
+    BlobUpload, BlobUploadState, CompleteBlobRequest, CreateBlobRequest, MAX_BLOBS_PER_MESSAGE,
+    check_sha256_hex,
+};
 pub use breakglass::{
     BREAK_GLASS_DEFAULT_MINUTES, BREAK_GLASS_REASON_MAX_CHARS, BREAK_GLASS_REASON_MIN_CHARS,
     BreakGlassGrant, BreakGlassRequest,
