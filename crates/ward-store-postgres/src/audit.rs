@@ -97,10 +97,10 @@ pub(crate) async fn append_audit_in(
 #[async_trait]
 impl AuditStore for PgStore {
     async fn append_audit(&self, event: &AuditEvent) -> StoreResult<AuditRecord> {
-        let mut tx = self.begin().await?;
-        let record = append_audit_in(&mut tx, event).await?;
-        tx.commit().await.be()?;
-        Ok(record)
+        let event = event.clone();
+        self.group
+            .run(move |conn| Box::pin(async move { append_audit_in(conn, &event).await }))
+            .await
     }
 
     async fn audit_records(&self, after: u64, limit: usize) -> StoreResult<Vec<AuditRecord>> {

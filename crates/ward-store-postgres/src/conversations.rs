@@ -332,6 +332,223 @@ fn dedup(it: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
     it.filter(|u| seen.insert(*u)).collect()
 }
 
+async fn append_in(
+    tx: &mut PgConnection,
+    req: &AppendRequest,
+) -> Result<AppendOutcome, AppendError> {
+    let conv = req.conversation_id.0;
+    // The conversation row lock serialises appends to this conversation across nodes.
+    // NO KEY UPDATE (not plain UPDATE): it still excludes every other append, but not the
+    // KEY SHARE locks that foreign-key checks take when other transactions insert rows
+    // referencing the conversation (receipts, routing) — those would otherwise deadlock
+    // against us while holding routing-row locks we need.
+    let head: Option<(i64, i64)> =
+        sqlx::query_as("SELECT epoch, last_seq FROM conversations WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(conv)
+            .fetch_optional(&mut *tx)
+            .await
+            .be()?;
+    let Some((epoch, last_seq)) = head else {
+        return Err(AppendError::NotFound);
+    };
+    let current_epoch = u64_of(epoch)?;
+
+    // Idempotency: a retry gets the first answer, whatever happened since.
+    let earlier: Option<(Uuid, i64)> = sqlx::query_as(
+        "SELECT message_id, seq FROM envelopes WHERE conversation_id = $1 \
+         AND sender_device_id = $2 AND client_message_id = $3",
+    )
+    .bind(conv)
+    .bind(req.sender_device_id.0)
+    .bind(req.client_message_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .be()?;
+    if let Some((message_id, seq)) = earlier {
+        return Ok(AppendOutcome::Duplicate {
+            message_id: MessageId(message_id),
+            seq: u64_of(seq)?,
+            epoch: current_epoch,
+        });
+    }
+
+    let member: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM conversation_members m \
+         JOIN conversation_devices d ON d.conversation_id = m.conversation_id \
+         AND d.user_id = m.user_id \
+         WHERE m.conversation_id = $1 AND m.user_id = $2 AND m.removed_seq IS NULL \
+         AND d.device_id = $3 AND d.until_seq IS NULL)",
+    )
+    .bind(conv)
+    .bind(req.sender_user_id.0)
+    .bind(req.sender_device_id.0)
+    .fetch_one(&mut *tx)
+    .await
+    .be()?;
+    if !member {
+        return Err(AppendError::NotMember);
+    }
+    if req.epoch != current_epoch {
+        return Err(AppendError::EpochConflict { current_epoch });
+    }
+
+    let seq = last_seq + 1;
+    let mut new_epoch = epoch;
+    let mut inbox = Vec::new();
+    if req.kind == EnvelopeKind::Commit {
+        let none = CommitChanges::default();
+        let changes = req.commit.as_ref().unwrap_or(&none);
+        inbox = apply_commit(tx, req, changes, seq).await?;
+        new_epoch = epoch + 1;
+    }
+
+    sqlx::query(
+        "INSERT INTO envelopes (conversation_id, seq, message_id, kind, epoch, sender_user_id, \
+         sender_device_id, client_message_id, sent_at, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(conv)
+    .bind(seq)
+    .bind(req.message_id.0)
+    .bind(envelope_kind_str(req.kind))
+    .bind(epoch)
+    .bind(req.sender_user_id.0)
+    .bind(req.sender_device_id.0)
+    .bind(req.client_message_id)
+    .bind(req.sent_at)
+    .bind(&req.payload)
+    .execute(&mut *tx)
+    .await
+    .write("message", "device")?;
+    if let Some(j) = &req.journal {
+        sqlx::query(
+            "INSERT INTO journal (message_id, conversation_id, seq, sender_user_id, \
+             sender_device_id, key_id, ciphertext, sent_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(req.message_id.0)
+        .bind(conv)
+        .bind(seq)
+        .bind(req.sender_user_id.0)
+        .bind(req.sender_device_id.0)
+        .bind(&j.key_id)
+        .bind(j.ciphertext.as_slice())
+        .bind(req.sent_at)
+        .execute(&mut *tx)
+        .await
+        .write("journal copy", "journal key")?;
+    }
+    sqlx::query("UPDATE conversations SET epoch = $2, last_seq = $3 WHERE id = $1")
+        .bind(conv)
+        .bind(new_epoch)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .be()?;
+
+    let recipients: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT device_id FROM conversation_devices WHERE conversation_id = $1 \
+         AND from_seq < $2 AND (until_seq IS NULL OR until_seq >= $2) AND device_id <> $3 \
+         ORDER BY device_id",
+    )
+    .bind(conv)
+    .bind(seq)
+    .bind(req.sender_device_id.0)
+    .fetch_all(&mut *tx)
+    .await
+    .be()?;
+    let envelope = Envelope {
+        conversation_id: req.conversation_id,
+        seq: u64_of(seq)?,
+        message_id: req.message_id,
+        kind: req.kind,
+        epoch: req.epoch,
+        sender_user_id: req.sender_user_id,
+        sender_device_id: req.sender_device_id,
+        client_message_id: req.client_message_id,
+        sent_at: req.sent_at,
+        payload: req.payload.clone().into(),
+        journal: req.journal.clone(),
+    };
+    // Last, so the chain's global head lock is held only for the commit.
+    let audit_seq = match &req.audit {
+        Some(event) => Some(
+            crate::audit::append_audit_in(tx, &ward_store::audit::send_event(event, &envelope))
+                .await?
+                .seq,
+        ),
+        None => None,
+    };
+    Ok(AppendOutcome::Accepted {
+        envelope,
+        audit_seq,
+        epoch: u64_of(new_epoch)?,
+        inbox,
+        recipients: recipients.into_iter().map(DeviceId).collect(),
+    })
+}
+
+async fn record_receipts_in(
+    tx: &mut PgConnection,
+    device: DeviceId,
+    kind: ReceiptKind,
+    cursors: &[ConversationCursor],
+    inbox_seq: Option<u64>,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    // Highest cursor per conversation, in conversation order (the row lock order).
+    let mut wanted: Vec<(Uuid, u64)> = Vec::new();
+    for c in cursors {
+        match wanted.iter_mut().find(|(id, _)| *id == c.conversation_id.0) {
+            Some(w) => w.1 = w.1.max(c.seq),
+            None => wanted.push((c.conversation_id.0, c.seq)),
+        }
+    }
+    wanted.sort();
+    let column = match kind {
+        ReceiptKind::Delivered => "delivered_seq",
+        ReceiptKind::Read => "read_seq",
+    };
+    for (conv, seq) in wanted {
+        // Never backwards, never past the conversation's last seq.
+        let advanced: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE conversation_devices cd SET {column} = LEAST($3, c.last_seq) \
+             FROM conversations c WHERE c.id = cd.conversation_id \
+             AND cd.conversation_id = $1 AND cd.device_id = $2 \
+             AND cd.{column} < LEAST($3, c.last_seq) RETURNING cd.{column}"
+        )))
+        .bind(conv)
+        .bind(device.0)
+        .bind(i64_of(seq))
+        .fetch_optional(&mut *tx)
+        .await
+        .be()?;
+        if let Some(up_to) = advanced {
+            sqlx::query(
+                "INSERT INTO receipts (device_id, conversation_id, kind, up_to_seq, at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(device.0)
+            .bind(conv)
+            .bind(receipt_kind_str(kind))
+            .bind(up_to)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .be()?;
+        }
+    }
+    if let (ReceiptKind::Delivered, Some(upto)) = (kind, inbox_seq) {
+        sqlx::query("DELETE FROM device_inbox WHERE device_id = $1 AND inbox_seq <= $2")
+            .bind(device.0)
+            .bind(i64_of(upto))
+            .execute(&mut *tx)
+            .await
+            .be()?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ConversationStore for PgStore {
     async fn create_conversation(&self, c: &NewConversation) -> StoreResult<()> {
@@ -464,163 +681,10 @@ impl ConversationStore for PgStore {
     }
 
     async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError> {
-        let conv = req.conversation_id.0;
-        let mut tx = self.begin().await?;
-        // The conversation row lock serialises appends to this conversation across nodes.
-        // NO KEY UPDATE (not plain UPDATE): it still excludes every other append, but not the
-        // KEY SHARE locks that foreign-key checks take when other transactions insert rows
-        // referencing the conversation (receipts, routing) — those would otherwise deadlock
-        // against us while holding routing-row locks we need.
-        let head: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT epoch, last_seq FROM conversations WHERE id = $1 FOR NO KEY UPDATE",
-        )
-        .bind(conv)
-        .fetch_optional(&mut *tx)
-        .await
-        .be()?;
-        let Some((epoch, last_seq)) = head else {
-            return Err(AppendError::NotFound);
-        };
-        let current_epoch = u64_of(epoch)?;
-
-        // Idempotency: a retry gets the first answer, whatever happened since.
-        let earlier: Option<(Uuid, i64)> = sqlx::query_as(
-            "SELECT message_id, seq FROM envelopes WHERE conversation_id = $1 \
-             AND sender_device_id = $2 AND client_message_id = $3",
-        )
-        .bind(conv)
-        .bind(req.sender_device_id.0)
-        .bind(req.client_message_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .be()?;
-        if let Some((message_id, seq)) = earlier {
-            return Ok(AppendOutcome::Duplicate {
-                message_id: MessageId(message_id),
-                seq: u64_of(seq)?,
-                epoch: current_epoch,
-            });
-        }
-
-        let member: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM conversation_members m \
-             JOIN conversation_devices d ON d.conversation_id = m.conversation_id \
-             AND d.user_id = m.user_id \
-             WHERE m.conversation_id = $1 AND m.user_id = $2 AND m.removed_seq IS NULL \
-             AND d.device_id = $3 AND d.until_seq IS NULL)",
-        )
-        .bind(conv)
-        .bind(req.sender_user_id.0)
-        .bind(req.sender_device_id.0)
-        .fetch_one(&mut *tx)
-        .await
-        .be()?;
-        if !member {
-            return Err(AppendError::NotMember);
-        }
-        if req.epoch != current_epoch {
-            return Err(AppendError::EpochConflict { current_epoch });
-        }
-
-        let seq = last_seq + 1;
-        let mut new_epoch = epoch;
-        let mut inbox = Vec::new();
-        if req.kind == EnvelopeKind::Commit {
-            let none = CommitChanges::default();
-            let changes = req.commit.as_ref().unwrap_or(&none);
-            inbox = apply_commit(&mut tx, req, changes, seq).await?;
-            new_epoch = epoch + 1;
-        }
-
-        sqlx::query(
-            "INSERT INTO envelopes (conversation_id, seq, message_id, kind, epoch, sender_user_id, \
-             sender_device_id, client_message_id, sent_at, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(conv)
-        .bind(seq)
-        .bind(req.message_id.0)
-        .bind(envelope_kind_str(req.kind))
-        .bind(epoch)
-        .bind(req.sender_user_id.0)
-        .bind(req.sender_device_id.0)
-        .bind(req.client_message_id)
-        .bind(req.sent_at)
-        .bind(&req.payload)
-        .execute(&mut *tx)
-        .await
-        .write("message", "device")?;
-        if let Some(j) = &req.journal {
-            sqlx::query(
-                "INSERT INTO journal (message_id, conversation_id, seq, sender_user_id, \
-                 sender_device_id, key_id, ciphertext, sent_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(req.message_id.0)
-            .bind(conv)
-            .bind(seq)
-            .bind(req.sender_user_id.0)
-            .bind(req.sender_device_id.0)
-            .bind(&j.key_id)
-            .bind(j.ciphertext.as_slice())
-            .bind(req.sent_at)
-            .execute(&mut *tx)
+        let req = req.clone();
+        self.group
+            .run(move |conn| Box::pin(async move { append_in(conn, &req).await }))
             .await
-            .write("journal copy", "journal key")?;
-        }
-        sqlx::query("UPDATE conversations SET epoch = $2, last_seq = $3 WHERE id = $1")
-            .bind(conv)
-            .bind(new_epoch)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await
-            .be()?;
-
-        let recipients: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT device_id FROM conversation_devices WHERE conversation_id = $1 \
-             AND from_seq < $2 AND (until_seq IS NULL OR until_seq >= $2) AND device_id <> $3 \
-             ORDER BY device_id",
-        )
-        .bind(conv)
-        .bind(seq)
-        .bind(req.sender_device_id.0)
-        .fetch_all(&mut *tx)
-        .await
-        .be()?;
-        let envelope = Envelope {
-            conversation_id: req.conversation_id,
-            seq: u64_of(seq)?,
-            message_id: req.message_id,
-            kind: req.kind,
-            epoch: req.epoch,
-            sender_user_id: req.sender_user_id,
-            sender_device_id: req.sender_device_id,
-            client_message_id: req.client_message_id,
-            sent_at: req.sent_at,
-            payload: req.payload.clone().into(),
-            journal: req.journal.clone(),
-        };
-        // Last, so the chain's global head lock is held only for the commit.
-        let audit_seq = match &req.audit {
-            Some(event) => Some(
-                crate::audit::append_audit_in(
-                    &mut tx,
-                    &ward_store::audit::send_event(event, &envelope),
-                )
-                .await?
-                .seq,
-            ),
-            None => None,
-        };
-        tx.commit().await.be()?;
-
-        Ok(AppendOutcome::Accepted {
-            envelope,
-            audit_seq,
-            epoch: u64_of(new_epoch)?,
-            inbox,
-            recipients: recipients.into_iter().map(DeviceId).collect(),
-        })
     }
 
     async fn sync(&self, device: DeviceId, limit: usize) -> StoreResult<SyncBatch> {
@@ -687,58 +751,14 @@ impl ConversationStore for PgStore {
         inbox_seq: Option<u64>,
         now: OffsetDateTime,
     ) -> StoreResult<()> {
-        // Highest cursor per conversation, in conversation order (the row lock order).
-        let mut wanted: Vec<(Uuid, u64)> = Vec::new();
-        for c in cursors {
-            match wanted.iter_mut().find(|(id, _)| *id == c.conversation_id.0) {
-                Some(w) => w.1 = w.1.max(c.seq),
-                None => wanted.push((c.conversation_id.0, c.seq)),
-            }
-        }
-        wanted.sort();
-        let column = match kind {
-            ReceiptKind::Delivered => "delivered_seq",
-            ReceiptKind::Read => "read_seq",
-        };
-        let mut tx = self.begin().await?;
-        for (conv, seq) in wanted {
-            // Never backwards, never past the conversation's last seq.
-            let advanced: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "UPDATE conversation_devices cd SET {column} = LEAST($3, c.last_seq) \
-                 FROM conversations c WHERE c.id = cd.conversation_id \
-                 AND cd.conversation_id = $1 AND cd.device_id = $2 \
-                 AND cd.{column} < LEAST($3, c.last_seq) RETURNING cd.{column}"
-            )))
-            .bind(conv)
-            .bind(device.0)
-            .bind(i64_of(seq))
-            .fetch_optional(&mut *tx)
+        let cursors = cursors.to_vec();
+        self.group
+            .run(move |conn| {
+                Box::pin(async move {
+                    record_receipts_in(conn, device, kind, &cursors, inbox_seq, now).await
+                })
+            })
             .await
-            .be()?;
-            if let Some(up_to) = advanced {
-                sqlx::query(
-                    "INSERT INTO receipts (device_id, conversation_id, kind, up_to_seq, at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(device.0)
-                .bind(conv)
-                .bind(receipt_kind_str(kind))
-                .bind(up_to)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .be()?;
-            }
-        }
-        if let (ReceiptKind::Delivered, Some(upto)) = (kind, inbox_seq) {
-            sqlx::query("DELETE FROM device_inbox WHERE device_id = $1 AND inbox_seq <= $2")
-                .bind(device.0)
-                .bind(i64_of(upto))
-                .execute(&mut *tx)
-                .await
-                .be()?;
-        }
-        tx.commit().await.be()
     }
 
     async fn envelope(&self, id: ConversationId, seq: u64) -> StoreResult<Option<Envelope>> {

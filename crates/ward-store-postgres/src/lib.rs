@@ -37,6 +37,7 @@ mod audit;
 mod blobs;
 mod breakglass;
 mod conversations;
+mod group;
 mod journal;
 mod org;
 mod retention;
@@ -56,6 +57,8 @@ const ISOLATED_MAX_CONNECTIONS: u32 = 6;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The hot-path writes (sends, audit records, receipts, session touches), batched.
+    group: group::GroupCommit,
 }
 
 impl PgStore {
@@ -123,7 +126,13 @@ impl PgStore {
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await.map_err(StoreError::backend)?;
         tracing::debug!(backend = "postgres", "database migrations applied");
-        Ok(Self { pool })
+        let group = group::GroupCommit::start(pool.clone());
+        Ok(Self { pool, group })
+    }
+
+    /// Group commit so far: (transactions, operations in them). Their ratio is the mean batch.
+    pub fn group_commit_counts(&self) -> (u64, u64) {
+        self.group.counts()
     }
 
     /// The connection pool.

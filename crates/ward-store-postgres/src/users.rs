@@ -588,24 +588,30 @@ impl SessionStore for PgStore {
     }
 
     async fn touch_session(&self, token_hash: &[u8; 32], now: OffsetDateTime) -> StoreResult<()> {
-        // Device row first, then the session: the lock order revoke_device uses.
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE devices SET last_seen_at = $2 \
-             WHERE id = (SELECT device_id FROM sessions WHERE token_hash = $1)",
-        )
-        .bind(&token_hash[..])
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .be()?;
-        sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
-            .bind(&token_hash[..])
-            .bind(now)
-            .execute(&mut *tx)
+        let token_hash = *token_hash;
+        self.group
+            .run(move |tx| {
+                Box::pin(async move {
+                    // Device row first, then the session: the lock order revoke_device uses.
+                    sqlx::query(
+                        "UPDATE devices SET last_seen_at = $2 \
+                         WHERE id = (SELECT device_id FROM sessions WHERE token_hash = $1)",
+                    )
+                    .bind(&token_hash[..])
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .be()?;
+                    sqlx::query("UPDATE sessions SET last_used_at = $2 WHERE token_hash = $1")
+                        .bind(&token_hash[..])
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .be()?;
+                    Ok::<_, StoreError>(())
+                })
+            })
             .await
-            .be()?;
-        tx.commit().await.be()
     }
 
     async fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<bool> {
