@@ -135,6 +135,11 @@ impl JournalKeys {
     pub(crate) fn key(&self, key_id: &str) -> Option<&JournalPublicKey> {
         self.keys.get(key_id)
     }
+
+    /// The current key (the newest the organisation CA signed), if any.
+    pub(crate) fn current_key(&self) -> Option<&JournalPublicKey> {
+        self.current.as_ref().and_then(|id| self.keys.get(id))
+    }
 }
 
 impl WardClient {

@@ -15,6 +15,7 @@
 
 pub mod attachments;
 mod breakglass;
+mod clinical;
 mod error;
 mod journal;
 mod profile;
@@ -40,6 +41,7 @@ use ward_proto::{
     SyncResponse, UploadKeyPackagesRequest, UserId, Username, WelcomeDelivery,
 };
 
+pub use clinical::{BIND_FIELD, CoveredSend, PatientSearch, match_patient_tags};
 pub use error::WardError;
 pub use journal::{
     JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
@@ -131,6 +133,9 @@ pub struct ConversationSummary {
     pub epoch: u64,
     /// Highest seq.
     pub last_seq: u64,
+    /// The patient the conversation is bound to (shown as a banner), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<ward_core::PatientContext>,
 }
 
 /// The organisation's DLP document (`GET /v1/dlp-policy`), parsed.
@@ -778,6 +783,7 @@ impl WardClient {
                 members: info.members.into_iter().map(|m| m.username).collect(),
                 epoch: info.epoch,
                 last_seq: info.last_seq,
+                patient: self.profile.data.patients.get(&id).cloned(),
             });
         }
         Ok(out)
@@ -1135,6 +1141,7 @@ impl WardClient {
         {
             s.name = Some(name.to_owned());
         }
+        self.note_patient(item.conversation_id, &content);
         self.profile.data.messages.push(StoredMessage {
             conversation_id: item.conversation_id,
             message_id: Some(resp.message_id),
@@ -1349,6 +1356,7 @@ impl WardClient {
                     {
                         s.name = Some(name.to_owned());
                     }
+                    self.note_patient(id, &content);
                     let m = StoredMessage {
                         conversation_id: id,
                         message_id: Some(env.message_id),

@@ -72,6 +72,9 @@ pub struct ProfileData {
     /// The last signed DLP policy fetched, so messages can be checked and queued offline.
     #[serde(default)]
     pub dlp_policy: Option<ward_proto::SignedDlpPolicy>,
+    /// The patient each conversation is bound to (ADR 0019), learned from binding messages.
+    #[serde(default)]
+    pub patients: BTreeMap<ConversationId, ward_core::PatientContext>,
 }
 
 impl Drop for ProfileData {
@@ -379,6 +382,7 @@ impl ProfileData {
             warnings: Vec::new(),
             role: None,
             dlp_policy: None,
+            patients: BTreeMap::new(),
         }
     }
 }

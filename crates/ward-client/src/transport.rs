@@ -116,6 +116,23 @@ impl Api {
         Ok(())
     }
 
+    /// PUT JSON, expect JSON.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, WardError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// DELETE, expect no body.
+    pub async fn delete(&self, path: &str) -> Result<(), WardError> {
+        let _: serde_json::Value = self
+            .call(reqwest::Method::DELETE, path, None::<&()>)
+            .await?;
+        Ok(())
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

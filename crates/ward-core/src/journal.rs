@@ -409,7 +409,7 @@ pub fn verify_copy(
     Ok(())
 }
 
-fn hpke(prng: HpkeLibcruxPrng) -> Hpke<HpkeLibcrux> {
+pub(crate) fn hpke(prng: HpkeLibcruxPrng) -> Hpke<HpkeLibcrux> {
     Hpke::new_with_rng(
         Mode::Base,
         KemAlgorithm::XWingDraft06,

@@ -11,6 +11,7 @@
 //! - `credential`: Ward device credentials inside MLS and their verification ([`TrustAnchor`]).
 //! - `client`: the MLS state machine ([`Client`], [`PendingCommit`], [`Processed`]).
 //! - [`journal`]: the compliance journal copy (HPKE to the organisation's journal key).
+//! - [`patient_index`]: patient tags of the blinded patient index (HPKE to the journal key).
 //! - `provider`, `state`: the openmls provider and the serialised state format.
 //!
 //! What this crate does NOT do: network I/O, timers, persistence to disk, encryption at rest.
@@ -23,6 +24,7 @@ pub mod dlp;
 mod error;
 mod identity;
 pub mod journal;
+pub mod patient_index;
 mod provider;
 pub mod retention;
 mod state;

@@ -259,6 +259,9 @@ pub struct DirectoryEntry {
     pub role: Role,
     /// Credentials of the user's active devices.
     pub devices: Vec<DeviceCredential>,
+    /// The user's do-not-disturb, when on: messages to them also go to the covering colleague.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub do_not_disturb: Option<crate::DndInfo>,
 }
 
 /// `GET /v1/me`.

@@ -11,6 +11,7 @@ mod api;
 mod blobs;
 mod breakglass;
 mod bytes;
+mod clinical;
 mod error;
 mod ids;
 mod journal;
@@ -31,6 +32,13 @@ pub use breakglass::{
     BreakGlassGrant, BreakGlassRequest,
 };
 pub use bytes::Bytes;
+pub use clinical::{
+    CreateTemplateRequest, DndInfo, DndRequest, MAX_DND_SECS, MAX_PATIENT_INDEX_PAGE,
+    MAX_PATIENT_TAG_BYTES, MAX_PATIENT_TAGS_PER_CONVERSATION, MAX_TEMPLATE_CHARS,
+    MAX_TEMPLATE_VAR_CHARS, MAX_TEMPLATES, PatientIndexEntry, PatientIndexPage, PatientTagRequest,
+    TemplateError, TemplateInfo, TemplateList, TemplateName, TemplatePriority, render_template,
+    template_variables,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use journal::{

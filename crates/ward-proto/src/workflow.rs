@@ -141,6 +141,9 @@ pub struct RoleHolder {
     /// End of the covering shift (for `shift`).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub until: Option<OffsetDateTime>,
+    /// Set when this user stands in for the holder, who is on do-not-disturb (ADR 0019).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covering_for: Option<Username>,
 }
 
 /// One step of an escalation chain, resolved to users at the moment asked about.

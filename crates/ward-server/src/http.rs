@@ -2,6 +2,7 @@
 //! between HTTP and [`crate::service`]; no logic lives here.
 
 mod breakglass;
+mod clinical;
 mod handlers;
 mod retention;
 mod workflow;
@@ -294,6 +295,22 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             axum::routing::put(workflow::set_on_call),
         )
         .route("/v1/roles/{role}/holders", get(workflow::role_holders))
+        .route(
+            "/v1/conversations/{conversation_id}/patient-tags",
+            post(clinical::add_patient_tag),
+        )
+        .route("/v1/compliance/patient-index", get(clinical::patient_index))
+        .route("/v1/templates", get(clinical::list_templates))
+        .route("/v1/templates/{name}", get(clinical::get_template))
+        .route("/v1/admin/templates", post(clinical::create_template))
+        .route(
+            "/v1/me/dnd",
+            axum::routing::put(clinical::set_dnd).delete(clinical::clear_dnd),
+        )
+        .route(
+            "/v1/admin/templates/{name}",
+            axum::routing::delete(clinical::delete_template),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -213,5 +213,10 @@ async fn background_jobs(services: Arc<Services>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %error::error_chain(&e), "session purge failed"),
         }
+        match services.expire_dnd().await {
+            Ok(n) if n > 0 => tracing::info!(users = n, "do-not-disturb ended by its end time"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "do-not-disturb expiry failed"),
+        }
     }
 }

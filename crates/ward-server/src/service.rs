@@ -6,6 +6,8 @@
 mod audit;
 mod auth;
 pub mod breakglass;
+mod clinical;
+mod coverage;
 mod delivery;
 mod directory;
 mod journal;

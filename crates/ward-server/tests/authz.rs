@@ -71,8 +71,11 @@ enum E {
     F,
     /// Denied by hiding existence (not a member, another user's device): 404 `not_found`.
     N,
+    /// Allowed, but the matrix's input is refused: 400 `invalid_request` (a patient tag
+    /// sealed to a journal key the matrix server does not have).
+    I,
 }
-use E::{F, N, Ok as A, Open as O, U};
+use E::{F, I, N, Ok as A, Open as O, U};
 
 /// One row: a route (method and the router's path template), a case label when a route has
 /// several rows, and the expected outcome per caller.
@@ -189,12 +192,25 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/admin/schedules",                                  "one shift",         [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("PUT",  "/v1/roles/{role}/on-call",                             "own assignment",    [A,   A,   A,   A,   A,   N,   A,   U,   U]),
     row("GET",  "/v1/roles/{role}/holders",                             "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    // Patient index, templates, do-not-disturb (ADR 0019): staff members of the conversation
+    // store tags (here refused for the unknown key, after the checks of who may); only
+    // compliance reads the index; staff read templates, admins manage them; staff hand over.
+    row("POST", "/v1/conversations/{conversation_id}/patient-tags",     "unknown key",       [N,   I,   N,   N,   N,   F,   N,   U,   U]),
+    row("GET",  "/v1/compliance/patient-index",                         "",                  [F,   F,   F,   F,   A,   F,   F,   U,   U]),
+    row("GET",  "/v1/templates",                                        "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    row("GET",  "/v1/templates/{name}",                                 "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    row("POST", "/v1/admin/templates",                                  "new template",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("DELETE", "/v1/admin/templates/{name}",                         "own template",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
+    row("PUT",  "/v1/me/dnd",                                           "target covers",     [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    row("DELETE", "/v1/me/dnd",                                         "after on",          [A,   A,   A,   A,   A,   F,   A,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
 
 /// The clinical role of the workflow rows.
 const MATRIX_ROLE: &str = "matrix-on-call";
+/// The template of the template rows.
+const MATRIX_TEMPLATE: &str = "matrix-template";
 
 /// Routes the router serves that the OpenAPI description deliberately leaves out.
 const NOT_IN_OPENAPI: &[(&str, &str)] = &[("GET", "/metrics"), ("GET", "/v1/openapi.json")];
@@ -314,6 +330,24 @@ async fn setup() -> Fixtures {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let break_glass_conversation = b["conversation_id"].as_str().unwrap().to_owned();
 
+    // A template every staff caller reads, and one per caller for the delete row.
+    let template = |name: String| ward_proto::CreateTemplateRequest {
+        name: name.parse().unwrap(),
+        text: "Rapid response to {ward}".into(),
+        priority: ward_proto::TemplatePriority::Urgent,
+    };
+    server
+        .services
+        .create_template(&Actor::cli(), template(MATRIX_TEMPLATE.into()))
+        .await
+        .unwrap();
+    for c in CALLERS {
+        server
+            .services
+            .create_template(&Actor::cli(), template(format!("del-{}", c.tag())))
+            .await
+            .unwrap();
+    }
     let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut holds = vec![];
@@ -573,6 +607,26 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("GET", "/v1/roles/{role}/holders", _) => {
             (format!("/v1/roles/{MATRIX_ROLE}/holders"), None)
         }
+        ("POST", "/v1/conversations/{conversation_id}/patient-tags", _) => (
+            format!("/v1/conversations/{conv}/patient-tags"),
+            Some(json!({"key_id": "0".repeat(32), "tag": b64(&[7u8; 1200])})),
+        ),
+        ("GET", "/v1/compliance/patient-index" | "/v1/templates", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/templates/{name}", _) => (format!("/v1/templates/{MATRIX_TEMPLATE}"), None),
+        ("POST", "/v1/admin/templates", _) => (
+            r.path.to_owned(),
+            Some(
+                json!({"name": format!("new-{t}"), "text": "Code Blue, room {room}", "priority": "stat"}),
+            ),
+        ),
+        ("DELETE", "/v1/admin/templates/{name}", _) => {
+            (format!("/v1/admin/templates/del-{t}"), None)
+        }
+        ("PUT", "/v1/me/dnd", _) => (
+            r.path.to_owned(),
+            Some(json!({"cover": fx.target.username})),
+        ),
+        ("DELETE", "/v1/me/dnd", _) => (r.path.to_owned(), None),
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),
     };
@@ -627,6 +681,7 @@ fn check(expect: E, status: StatusCode, body: &Value, json_errors: bool) -> Resu
         U => want_error(StatusCode::UNAUTHORIZED, "unauthenticated"),
         F => want_error(StatusCode::FORBIDDEN, "forbidden"),
         N => want_error(StatusCode::NOT_FOUND, "not_found"),
+        I => want_error(StatusCode::BAD_REQUEST, "invalid_request"),
     };
     outcome?;
     if status.is_server_error() {

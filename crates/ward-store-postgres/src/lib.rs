@@ -36,6 +36,7 @@ use ward_store::StoreError;
 mod audit;
 mod blobs;
 mod breakglass;
+mod clinical;
 mod conversations;
 mod group;
 mod journal;

@@ -14,6 +14,7 @@
 mod audit;
 mod blobs;
 mod breakglass;
+mod clinical;
 mod codec;
 mod conversations;
 mod devices;

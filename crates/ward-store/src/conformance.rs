@@ -49,6 +49,8 @@ mod workflow;
 pub use workflow::*;
 mod blobs;
 pub use blobs::*;
+mod clinical;
+pub use clinical::*;
 
 use crate::audit::{self, ChainVerifier, GENESIS_HASH, truncate_to_micros};
 use crate::{
@@ -129,6 +131,9 @@ macro_rules! conformance_tests {
             blobs_upload_lifecycle,
             blobs_quota_and_conflicts,
             blobs_delete_by_conversation_and_collect_stale,
+            clinical_patient_tags_limit_and_pages,
+            clinical_templates_create_list_delete,
+            clinical_dnd_set_replace_clear,
         );
     };
 }

@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod blob;
+mod clinical;
 mod error;
 mod model;
 mod traits;
@@ -22,6 +23,7 @@ mod workflow;
 pub mod conformance;
 
 pub use blob::{Blob, BlobState, BlobStore};
+pub use clinical::{ClinicalContextStore, DoNotDisturb, MessageTemplate, PatientTag};
 pub use error::{AppendError, StoreError, StoreResult};
 pub use model::*;
 pub use traits::*;

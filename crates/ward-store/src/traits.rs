@@ -273,6 +273,7 @@ pub trait Store:
     + BreakGlassStore
     + crate::WorkflowStore
     + crate::BlobStore
+    + crate::ClinicalContextStore
     + Send
     + Sync
     + 'static

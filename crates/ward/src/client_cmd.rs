@@ -43,12 +43,21 @@ pub struct SendArgs {
     /// Conversation id.
     #[arg(long)]
     conversation: Option<String>,
-    /// routine, urgent or stat.
-    #[arg(long, default_value = "routine")]
-    priority: String,
+    /// routine, urgent or stat (default routine, or the template's).
+    #[arg(long)]
+    priority: Option<String>,
     /// Send although the organisation's DLP check warns that the text looks like PHI.
     #[arg(long)]
     confirm_phi: bool,
+    /// Bind the conversation to a patient before sending (see `ward group create`).
+    #[command(flatten)]
+    patient: crate::clinical_cmd::PatientArgs,
+    /// Send the organisation's template NAME instead of a text (`ward admin template list`).
+    #[arg(long, value_name = "NAME", conflicts_with = "text")]
+    template: Option<String>,
+    /// A template variable, KEY=VALUE (repeat for each variable).
+    #[arg(long = "var", value_name = "KEY=VALUE", requires = "template")]
+    vars: Vec<String>,
     /// The text (read from stdin when absent).
     text: Option<String>,
 }
@@ -72,6 +81,10 @@ pub enum GroupCommand {
         /// Members (usernames).
         #[arg(long = "member", required = true, num_args = 1..)]
         members: Vec<String>,
+        /// Bind the group to a patient (shown as a banner on every member's client; the
+        /// server keeps only a tag sealed to the compliance journal key).
+        #[command(flatten)]
+        patient: crate::clinical_cmd::PatientArgs,
     },
     /// Add members.
     Add {
@@ -283,7 +296,21 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
         (None, Some(c)) => Target::Conversation(conversation(c)?),
         _ => bail!("give --to USERNAME or --conversation ID"),
     };
-    let priority = priority(&args.priority)?;
+    let explicit_priority = args.priority.as_deref().map(priority).transpose()?;
+    let priority = explicit_priority.unwrap_or(Priority::Routine);
+    let patient = args.patient.patient()?;
+    if let Some(name) = &args.template {
+        let vars = crate::clinical_cmd::template_vars(&args.vars)?;
+        let mut client = open(dir)?;
+        let target = match patient {
+            Some(p) => Target::Conversation(client.bind_patient_to(target, p).await?),
+            None => target,
+        };
+        let sent = client
+            .send_template(target, name, &vars, explicit_priority, args.confirm_phi)
+            .await?;
+        return print_sent(&sent, json);
+    }
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -298,9 +325,23 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
         bail!("the message is empty");
     }
     let mut client = open(dir)?;
+    let target = match (patient, target) {
+        (Some(p), target) => Target::Conversation(client.bind_patient_to(target, p).await?),
+        (None, Target::User(u)) => {
+            let c = client
+                .send_direct_covered(&u, &text, priority, args.confirm_phi)
+                .await?;
+            return crate::clinical_cmd::print_covered(&c, json);
+        }
+        (None, target) => target,
+    };
     let sent = client
         .send_message(target, &text, priority, args.confirm_phi)
         .await?;
+    print_sent(&sent, json)
+}
+
+fn print_sent(sent: &ward_client::Sent, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(&sent)?);
     } else {
@@ -347,7 +388,21 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
         return Ok(());
     }
     let report = client.sync().await?;
+    let mut bannered = std::collections::BTreeSet::new();
     for m in &report.messages {
+        if let Some(p) = client.conversation_patient(m.conversation_id)
+            && bannered.insert(m.conversation_id)
+        {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "conversation_id": m.conversation_id,
+                                        "patient": crate::clinical_cmd::patient_json(p) })
+                );
+            } else {
+                println!("{}", crate::clinical_cmd::banner(p));
+            }
+        }
         print_message(m, json);
     }
     for w in &report.warnings {
@@ -381,9 +436,12 @@ pub async fn conversations(dir: &Path, json: bool) -> anyhow::Result<()> {
                 "{}\t{:?}\t{}\t{}",
                 c.conversation_id,
                 c.kind,
-                c.name.unwrap_or_default(),
+                c.name.clone().unwrap_or_default(),
                 members.join(",")
             );
+            if let Some(p) = &c.patient {
+                println!("  {}", crate::clinical_cmd::banner(p));
+            }
         }
     }
     Ok(())
@@ -398,8 +456,19 @@ pub async fn group(dir: &Path, cmd: GroupCommand, json: bool) -> anyhow::Result<
             .collect::<anyhow::Result<Vec<_>>>()
     };
     match cmd {
-        GroupCommand::Create { name, members } => {
-            let id = client.create_group(&name, &names(&members)?).await?;
+        GroupCommand::Create {
+            name,
+            members,
+            patient,
+        } => {
+            let id = match patient.patient()? {
+                Some(p) => {
+                    client
+                        .create_patient_group(&name, &names(&members)?, p)
+                        .await?
+                }
+                None => client.create_group(&name, &names(&members)?).await?,
+            };
             if json {
                 println!("{}", serde_json::json!({"conversation_id": id}));
             } else {

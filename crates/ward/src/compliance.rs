@@ -51,6 +51,9 @@ pub enum ComplianceCommand {
     },
     /// Decrypt the journal archive offline into JSON and HTML transcripts per conversation.
     Export(Box<ExportArgs>),
+    /// Find every conversation about a patient: download the blinded patient index with the
+    /// compliance account of --profile (audited) and open it offline with the journal key.
+    PatientSearch(crate::clinical_cmd::PatientSearchArgs),
 }
 
 /// `ward compliance export`.
@@ -132,6 +135,9 @@ pub async fn run(cmd: ComplianceCommand, profile: &Path, json: bool) -> anyhow::
     match cmd {
         ComplianceCommand::Keygen { out } => keygen(&out, json),
         ComplianceCommand::Export(args) => export(*args, profile, json).await,
+        ComplianceCommand::PatientSearch(args) => {
+            crate::clinical_cmd::patient_search(args, profile, json).await
+        }
     }
 }
 

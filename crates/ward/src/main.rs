@@ -5,6 +5,7 @@
 mod bench;
 mod breakglass_cmd;
 mod client_cmd;
+mod clinical_cmd;
 mod compliance;
 mod retention_cmd;
 mod workflow_cmd;
@@ -72,6 +73,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Emergency access to a conversation you are not in (audited, time-limited), or `list`.
     BreakGlass(breakglass_cmd::BreakGlassArgs),
+    /// Do-not-disturb with a covering colleague.
+    #[command(subcommand)]
+    Dnd(clinical_cmd::DndCommand),
 }
 
 #[derive(Args, Clone)]
@@ -148,6 +152,9 @@ enum AdminCommand {
     /// Escalation policies of clinical roles.
     #[command(subcommand)]
     Escalation(workflow_cmd::EscalationCommand),
+    /// Organisation message templates for codes and emergencies.
+    #[command(subcommand)]
+    Template(clinical_cmd::TemplateCommand),
 }
 
 #[derive(Subcommand)]
@@ -381,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(a) => client_cmd::sync(&dir, a, json).await?,
         Command::Conversations => client_cmd::conversations(&dir, json).await?,
         Command::Group(g) => client_cmd::group(&dir, g, json).await?,
+        Command::Dnd(c) => clinical_cmd::dnd(&dir, c, json).await?,
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
         Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
         Command::Passwd => client_cmd::passwd(&dir, json).await?,
@@ -773,6 +781,7 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
         AdminCommand::Role(c) => workflow_cmd::role(&services, &actor, c, json).await?,
         AdminCommand::Schedule(c) => workflow_cmd::schedule(&services, &actor, c, json).await?,
         AdminCommand::Escalation(c) => workflow_cmd::escalation(&services, &actor, c, json).await?,
+        AdminCommand::Template(c) => clinical_cmd::template(&services, &actor, c, json).await?,
         AdminCommand::Audit(AuditCommand::List { after, limit }) => {
             let page = services
                 .audit

@@ -57,8 +57,10 @@ pub(crate) enum RoleCommand {
 #[derive(Subcommand)]
 pub(crate) enum ScheduleCommand {
     /// Import shifts from a CSV file with the header `role,username,start,end,time_zone`
-    /// (civil date-times like 2026-12-02T08:00 in the row's IANA time zone). All or nothing:
-    /// every bad or overlapping line is reported with its number.
+    /// (civil date-times like 2026-12-02T08:00 in the row's IANA time zone), or from an
+    /// iCalendar file (.ics: one VEVENT per shift, SUMMARY = role, X-WARD-USER = username,
+    /// DTSTART/DTEND with TZID or UTC, RRULE FREQ=DAILY/WEEKLY with COUNT or UNTIL). All or
+    /// nothing: every bad or overlapping line is reported with its number.
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -213,10 +215,16 @@ pub(crate) async fn schedule(
     }
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-    let r = services
-        .import_schedule(actor, &text)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
+    let ical = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ics"))
+        || ward_server::service::workflow::ical::looks_like_ical(&text);
+    let r = if ical {
+        services.import_ical_schedule(actor, &text).await
+    } else {
+        services.import_schedule(actor, &text).await
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
     let roles: Vec<String> = r.roles.iter().map(ToString::to_string).collect();
     print(
         json,

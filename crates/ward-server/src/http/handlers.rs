@@ -42,7 +42,11 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::workflow::list_roles, super::workflow::create_role, super::workflow::assign_role,
         super::workflow::unassign_role, super::workflow::set_on_call,
         super::workflow::role_holders, super::workflow::import_schedule,
-        super::workflow::set_escalation
+        super::workflow::set_escalation,
+        super::clinical::add_patient_tag, super::clinical::patient_index,
+        super::clinical::list_templates, super::clinical::get_template,
+        super::clinical::create_template, super::clinical::delete_template,
+        super::clinical::set_dnd, super::clinical::clear_dnd
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)

@@ -237,12 +237,14 @@ impl Services {
             .filter(|d| d.status == DeviceStatus::Active)
             .filter_map(|d| serde_json::from_slice::<DeviceCredential>(&d.credential).ok())
             .collect();
+        let do_not_disturb = self.dnd_info(&user).await?;
         Ok(DirectoryEntry {
             user_id: user.id,
             username: user.username,
             display_name: user.display_name,
             role: user.role,
             devices,
+            do_not_disturb,
         })
     }
 

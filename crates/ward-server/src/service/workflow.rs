@@ -9,6 +9,7 @@
 //!
 //! Layout: this file is the service; `schedule` parses CSV schedules.
 
+pub mod ical;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -252,9 +253,35 @@ impl Services {
         csv: &str,
     ) -> ApiResult<ScheduleImportReport> {
         require_role(actor, &[Role::Admin])?;
-        // Every problem is reported at once: bad lines, then the good lines' unknown names
-        // and overlaps.
-        let (parsed, mut errors) = schedule::parse_all(csv);
+        let (parsed, errors) = schedule::parse_all(csv);
+        self.import_parsed_shifts(actor, parsed, errors, "csv")
+            .await
+    }
+
+    /// Import an iCalendar shift schedule (admin), see [`ical`]: the events' shifts then
+    /// the same checks and all-or-nothing storage as CSV; errors name the event's line.
+    /// Audited `schedule.import` (format `ical`).
+    pub async fn import_ical_schedule(
+        &self,
+        actor: &Actor,
+        ics: &str,
+    ) -> ApiResult<ScheduleImportReport> {
+        require_role(actor, &[Role::Admin])?;
+        let (parsed, errors) = ical::parse_all(ics);
+        self.import_parsed_shifts(actor, parsed, errors, "ical")
+            .await
+    }
+
+    /// Checks parsed shifts (names, overlaps within the batch and with stored shifts) and
+    /// stores all of them or none. Every problem is reported at once: bad lines, then the
+    /// good lines' unknown names and overlaps.
+    async fn import_parsed_shifts(
+        &self,
+        actor: &Actor,
+        parsed: Vec<schedule::ParsedShift>,
+        mut errors: Vec<schedule::LineError>,
+        format: &str,
+    ) -> ApiResult<ScheduleImportReport> {
         let mut roles: BTreeMap<ClinicalRoleName, bool> = BTreeMap::new();
         let mut users: HashMap<Username, Option<UserId>> = HashMap::new();
         for p in &parsed {
@@ -377,7 +404,7 @@ impl Services {
                 actor,
                 "schedule.import",
                 None,
-                serde_json::json!({ "shifts": shifts.len(), "roles": role_names }),
+                serde_json::json!({ "shifts": shifts.len(), "roles": role_names, "format": format }),
             )
             .await?;
         Ok(ScheduleImportReport {
@@ -567,19 +594,27 @@ impl Services {
         source: HoldingSource,
         until: Option<OffsetDateTime>,
     ) -> ApiResult<()> {
-        if out.iter().any(|h| h.user_id == user_id) {
+        let Some(u) = self.store.user(user_id).await? else {
+            return Ok(());
+        };
+        if u.status != UserStatus::Active {
             return Ok(());
         }
-        if let Some(u) = self.store.user(user_id).await?
-            && u.status == UserStatus::Active
-        {
-            out.push(RoleHolder {
-                user_id,
-                username: u.username,
-                source,
-                until,
-            });
+        // A holder on do-not-disturb is replaced by whoever covers (ADR 0019).
+        let (u, covering_for) = match self.effective_cover(user_id).await? {
+            Some(cover) => (cover, Some(u.username)),
+            None => (u, None),
+        };
+        if out.iter().any(|h| h.user_id == u.id) {
+            return Ok(());
         }
+        out.push(RoleHolder {
+            user_id: u.id,
+            username: u.username,
+            source,
+            until,
+            covering_for,
+        });
         Ok(())
     }
 
