@@ -12,6 +12,7 @@ mod blobs;
 mod breakglass;
 mod bytes;
 mod error;
+mod escalation;
 mod ids;
 mod journal;
 mod names;
@@ -32,6 +33,11 @@ pub use breakglass::{
 };
 pub use bytes::Bytes;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use escalation::{
+    AckMessageRequest, AckResponse, AlertKind, DeliveryState, DeliveryStateChange, DeviceDelivery,
+    EscalationOutcome, EscalationStatus, MessageAlert, MessageDelivery, MessagePriority,
+    RoleAddress, RoleSendOutcome,
+};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use journal::{
     JOURNAL_KEY_ID_LEN, JournalArchiveEntry, JournalArchivePage, JournalCopy, JournalKeyList,

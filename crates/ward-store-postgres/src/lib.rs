@@ -37,6 +37,7 @@ mod audit;
 mod blobs;
 mod breakglass;
 mod conversations;
+mod escalation;
 mod journal;
 mod org;
 mod retention;

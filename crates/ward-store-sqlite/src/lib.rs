@@ -17,6 +17,7 @@ mod breakglass;
 mod codec;
 mod conversations;
 mod devices;
+mod escalation;
 mod group;
 mod journal;
 mod org;

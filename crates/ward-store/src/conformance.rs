@@ -40,6 +40,8 @@ use ward_proto::{
 };
 
 mod breakglass;
+mod escalation;
+pub use escalation::*;
 mod journal;
 mod retention;
 pub use breakglass::*;
@@ -129,6 +131,9 @@ macro_rules! conformance_tests {
             blobs_upload_lifecycle,
             blobs_quota_and_conflicts,
             blobs_delete_by_conversation_and_collect_stale,
+            escalation_create_is_atomic_and_idempotent,
+            escalation_claims_due_rows_once,
+            escalation_steps_apply_at_their_version,
         );
     };
 }

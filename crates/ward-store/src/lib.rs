@@ -14,6 +14,7 @@
 pub mod audit;
 mod blob;
 mod error;
+mod escalation;
 mod model;
 mod traits;
 mod workflow;
@@ -23,6 +24,7 @@ pub mod conformance;
 
 pub use blob::{Blob, BlobState, BlobStore};
 pub use error::{AppendError, StoreError, StoreResult};
+pub use escalation::*;
 pub use model::*;
 pub use traits::*;
 pub use workflow::*;
