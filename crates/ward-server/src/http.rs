@@ -2,6 +2,7 @@
 //! between HTTP and [`crate::service`]; no logic lives here.
 
 mod breakglass;
+mod escalation;
 mod handlers;
 mod retention;
 mod workflow;
@@ -294,6 +295,14 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             axum::routing::put(workflow::set_on_call),
         )
         .route("/v1/roles/{role}/holders", get(workflow::role_holders))
+        .route(
+            "/v1/messages/{message_id}/ack",
+            post(escalation::ack_message),
+        )
+        .route(
+            "/v1/messages/{message_id}/status",
+            get(escalation::message_delivery),
+        )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -42,7 +42,8 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::workflow::list_roles, super::workflow::create_role, super::workflow::assign_role,
         super::workflow::unassign_role, super::workflow::set_on_call,
         super::workflow::role_holders, super::workflow::import_schedule,
-        super::workflow::set_escalation
+        super::workflow::set_escalation,
+        super::escalation::ack_message, super::escalation::message_delivery
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
