@@ -25,6 +25,7 @@ mod identity;
 pub mod journal;
 mod provider;
 pub mod retention;
+pub mod role_message;
 mod state;
 
 pub use client::{
