@@ -20,6 +20,7 @@ mod error;
 mod journal;
 mod profile;
 mod retention;
+mod role;
 mod transport;
 mod wipe;
 
@@ -48,6 +49,7 @@ pub use journal::{
 };
 pub use profile::{ConversationState, PROFILE_FILE, StoredMessage};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
+pub use role::{AckChoice, RoleSent};
 use transport::Api;
 pub use transport::{ca_fingerprint, tls_config};
 
@@ -76,6 +78,10 @@ pub struct Sent {
     pub message_id: MessageId,
     /// Sequence number in the conversation.
     pub seq: u64,
+    /// For a message sent to a role: whom the server notified, and whether anybody held the
+    /// role (ADR 0018).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_role: Option<ward_proto::RoleSendOutcome>,
 }
 
 /// What enrollment returns to show the user once. `Debug` omits the TOTP secret.
@@ -116,6 +122,18 @@ pub struct SyncReport {
     /// Break-glass access active now in this device's conversations (or its user's own):
     /// every member is shown who opened the conversation, why and until when (ADR 0016).
     pub break_glass: Vec<ward_proto::BreakGlassGrant>,
+    /// Alerts about messages sent to a clinical role (ADR 0018): notifications,
+    /// re-notifications, escalations, acknowledgements, "no response".
+    pub alerts: Vec<ward_proto::MessageAlert>,
+}
+
+/// What [`WardClient::follow_events`] reports.
+#[derive(Clone, Copy, Debug)]
+pub enum FollowEvent<'a> {
+    /// A new message.
+    Message(&'a StoredMessage),
+    /// An alert about a message sent to a role.
+    Alert(&'a ward_proto::MessageAlert),
 }
 
 /// One conversation as listed.
@@ -154,6 +172,9 @@ pub struct WardClient {
     core: Core,
     api: Api,
     journal: journal::JournalKeys,
+    /// Alerts received by syncs whose report is not returned (inside a send's conflict
+    /// retry), handed out by the next [`WardClient::sync`].
+    pending_alerts: Vec<ward_proto::MessageAlert>,
 }
 
 /// Enrollment inputs.
@@ -311,6 +332,7 @@ impl WardClient {
             core,
             api,
             journal: journal::JournalKeys::default(),
+            pending_alerts: Vec::new(),
         };
         client.top_up_key_packages(None).await?;
         Ok(client)
@@ -327,6 +349,7 @@ impl WardClient {
             core,
             api,
             journal: journal::JournalKeys::default(),
+            pending_alerts: Vec::new(),
         })
     }
 
@@ -668,6 +691,7 @@ impl WardClient {
     async fn sync_inner(&mut self) -> Result<SyncReport, WardError> {
         self.flush_outbox().await?;
         let mut report = self.sync_once().await?;
+        report.alerts = std::mem::take(&mut self.pending_alerts);
         let (deleted, warnings) = self.apply_deletion_orders().await?;
         report.deleted_by_retention = deleted;
         report.warnings.extend(warnings);
@@ -684,6 +708,28 @@ impl WardClient {
         &mut self,
         mut on_message: impl FnMut(&StoredMessage),
     ) -> Result<(), WardError> {
+        self.follow_events(|e| {
+            if let FollowEvent::Message(m) = e {
+                on_message(m);
+            }
+        })
+        .await
+    }
+
+    /// [`Self::follow`], also reporting alerts about messages sent to a role as they arrive
+    /// (notifications, re-notifications, escalations, acknowledgements, "no response").
+    pub async fn follow_events(
+        &mut self,
+        mut on_event: impl FnMut(FollowEvent<'_>),
+    ) -> Result<(), WardError> {
+        let mut emit = |report: &SyncReport| {
+            for m in &report.messages {
+                on_event(FollowEvent::Message(m));
+            }
+            for a in &report.alerts {
+                on_event(FollowEvent::Alert(a));
+            }
+        };
         let mut ws = match self.api.websocket().await {
             Ok(ws) => ws,
             // The upgrade's refusal has no readable body: a sync tells why (and obeys a wipe).
@@ -693,7 +739,7 @@ impl WardClient {
             }
         };
         let report = self.sync().await?;
-        report.messages.iter().for_each(&mut on_message);
+        emit(&report);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
         tick.tick().await;
         loop {
@@ -704,7 +750,7 @@ impl WardClient {
                             Ok(ServerEvent::SessionEnded { reason }) => return Err(WardError::SessionExpired(reason)),
                             Ok(_) => {
                                 let report = self.sync().await?;
-                                report.messages.iter().for_each(&mut on_message);
+                                emit(&report);
                             }
                             Err(_) => tracing::debug!("ignoring an unknown event"),
                         }
@@ -720,7 +766,7 @@ impl WardClient {
                 },
                 _ = tick.tick() => {
                     let report = self.sync().await?;
-                    report.messages.iter().for_each(&mut on_message);
+                    emit(&report);
                 }
             }
         }
@@ -976,6 +1022,7 @@ impl WardClient {
                 labels: Vec::new(),
                 journal: None,
                 break_glass_grant,
+                to_role: None,
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -1010,9 +1057,21 @@ impl WardClient {
     async fn send_content(
         &mut self,
         id: ConversationId,
+        content: MessageContent,
+        cmid: uuid::Uuid,
+        labels: Vec<String>,
+    ) -> Result<Sent, WardError> {
+        self.send_content_to(id, content, cmid, labels, None).await
+    }
+
+    /// [`Self::send_content`], addressed to a clinical role when `to_role` is set (ADR 0018).
+    async fn send_content_to(
+        &mut self,
+        id: ConversationId,
         mut content: MessageContent,
         cmid: uuid::Uuid,
         labels: Vec<String>,
+        to_role: Option<ward_proto::RoleAddress>,
     ) -> Result<Sent, WardError> {
         let mut journal = self.journal_copy(id, &mut content).await?;
         let mut content_bytes = content
@@ -1038,6 +1097,7 @@ impl WardClient {
                 labels: labels.clone(),
                 journal: journal.clone(),
                 break_glass_grant: None,
+                to_role: to_role.clone(),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -1050,6 +1110,7 @@ impl WardClient {
                         conversation_id: id,
                         message_id: resp.message_id,
                         seq: resp.seq,
+                        to_role: resp.to_role,
                     });
                 }
                 Err(e) if e.is(ErrorCode::EpochConflict) => {
@@ -1100,6 +1161,7 @@ impl WardClient {
                     journal: item.journal.clone(),
                     break_glass_grant: item.break_glass_grant,
                     blobs: Vec::new(),
+                    to_role: item.to_role.clone(),
                 },
             )
             .await
@@ -1153,6 +1215,8 @@ impl WardClient {
             priority: content.priority.as_str().to_owned(),
             text: text_of(&content),
             outgoing: true,
+            to_role: content.role_addressing().map(|r| r.role),
+            acknowledges: content.acknowledgement(),
         });
     }
 
@@ -1192,11 +1256,12 @@ impl WardClient {
                         .and_then(|c| MessageContent::from_bytes(c.as_slice()).ok())
                     {
                         self.sync_once().await?;
-                        self.send_content(
+                        self.send_content_to(
                             item.conversation_id,
                             c,
                             item.client_message_id,
                             item.labels.clone(),
+                            item.to_role.clone(),
                         )
                         .await?;
                     }
@@ -1326,6 +1391,13 @@ impl WardClient {
                     s.active = false;
                 }
             }
+            InboxKind::Alert => match ward_proto::MessageAlert::from_inbox(item) {
+                Some(alert) => self.pending_alerts.push(alert),
+                None => self.warn(
+                    report,
+                    format!("ignored a malformed alert about conversation {id}"),
+                ),
+            },
         }
         Ok(())
     }
@@ -1368,6 +1440,8 @@ impl WardClient {
                         priority: content.priority.as_str().to_owned(),
                         text: text_of(&content),
                         outgoing: false,
+                        to_role: content.role_addressing().map(|r| r.role),
+                        acknowledges: content.acknowledgement(),
                     };
                     report.messages.push(m.clone());
                     self.profile.data.messages.push(m);

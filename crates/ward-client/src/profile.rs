@@ -135,6 +135,13 @@ pub struct StoredMessage {
     pub text: String,
     /// Sent by this account.
     pub outgoing: bool,
+    /// The clinical role it was addressed to, as the content says (ADR 0018); `sender` is the
+    /// acting human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_role: Option<ward_proto::ClinicalRoleName>,
+    /// The message this one acknowledges, with the response, who and in which role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledges: Option<ward_core::role_message::Acknowledgement>,
 }
 
 /// A write waiting for the server's acknowledgement. Retried with the same client message id,
@@ -170,6 +177,9 @@ pub struct OutboxItem {
     /// For a commit adding a break-glass grantee: the grant it fulfils (ADR 0016).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass_grant: Option<uuid::Uuid>,
+    /// For an application message to a clinical role: the role and priority (ADR 0018).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_role: Option<ward_proto::RoleAddress>,
 }
 
 /// An open, locked profile.

@@ -27,6 +27,7 @@ pub mod journal;
 pub mod patient_index;
 mod provider;
 pub mod retention;
+pub mod role_message;
 mod state;
 
 pub use client::{

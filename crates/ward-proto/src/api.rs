@@ -469,6 +469,10 @@ pub struct SendEnvelopeRequest {
     /// blob's retention to the messages that reference it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<uuid::Uuid>,
+    /// With an application message: it is addressed to a clinical role (ADR 0018). The server
+    /// notifies the role's holders and, for urgent and STAT, escalates until acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_role: Option<crate::RoleAddress>,
 }
 
 /// Answer to a send: the message is durable when this is returned.
@@ -482,6 +486,10 @@ pub struct SendEnvelopeResponse {
     pub epoch: u64,
     /// True when this answers a retry of an already accepted message.
     pub duplicate: bool,
+    /// For a message sent to a role: whom the server notified, and whether anybody held the
+    /// role (the sender is told at once when nobody did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_role: Option<crate::RoleSendOutcome>,
 }
 
 /// One message as delivered to a device.
@@ -522,6 +530,9 @@ pub enum InboxKind {
     Welcome,
     /// The device was removed from a conversation.
     Removed,
+    /// An alert about a message sent to a clinical role (ADR 0018): `commit_seq` is the
+    /// message's seq and `payload` a [`crate::MessageAlert`] as JSON.
+    Alert,
 }
 
 /// A message addressed to one device rather than a whole conversation.

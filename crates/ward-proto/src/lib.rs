@@ -13,6 +13,7 @@ mod breakglass;
 mod bytes;
 mod clinical;
 mod error;
+mod escalation;
 mod ids;
 mod journal;
 mod names;
@@ -40,6 +41,11 @@ pub use clinical::{
     template_variables,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use escalation::{
+    AckMessageRequest, AckResponse, AlertKind, DeliveryState, DeliveryStateChange, DeviceDelivery,
+    EscalationOutcome, EscalationStatus, MessageAlert, MessageDelivery, MessagePriority,
+    RoleAddress, RoleSendOutcome,
+};
 pub use ids::{ConversationId, DeviceId, MessageId, UserId};
 pub use journal::{
     JOURNAL_KEY_ID_LEN, JournalArchiveEntry, JournalArchivePage, JournalCopy, JournalKeyList,

@@ -3,6 +3,7 @@
 
 mod breakglass;
 mod clinical;
+mod escalation;
 mod handlers;
 mod retention;
 mod workflow;
@@ -310,6 +311,14 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
         .route(
             "/v1/admin/templates/{name}",
             axum::routing::delete(clinical::delete_template),
+        )
+        .route(
+            "/v1/messages/{message_id}/ack",
+            post(escalation::ack_message),
+        )
+        .route(
+            "/v1/messages/{message_id}/status",
+            get(escalation::message_delivery),
         )
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -163,9 +163,11 @@ pub async fn start_with_clock(
     let task = tokio::spawn(async move {
         let ticker = tokio::spawn(background_jobs(svc.clone()));
         let break_glass = tokio::spawn(service::breakglass::expiry_loop(svc.clone()));
+        let escalation = tokio::spawn(service::escalation::escalation_loop(svc.clone()));
         let result = listener::serve(listener, tls_config, app, limits, shutdown).await;
         ticker.abort();
         break_glass.abort();
+        escalation.abort();
         if let Some(cluster) = cluster {
             cluster.shutdown().await;
         }

@@ -10,6 +10,7 @@ mod clinical;
 mod coverage;
 mod delivery;
 mod directory;
+pub mod escalation;
 mod journal;
 pub mod retention;
 mod secrets;
@@ -91,6 +92,8 @@ pub struct Services {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     org: RwLock<Organisation>,
     journal_cache: journal::JournalKeyCache,
+    /// This node's escalation task: wake-up and one run at a time (ADR 0018).
+    escalation: escalation::EscalationRuntime,
     metrics_public: std::sync::atomic::AtomicBool,
 }
 
@@ -122,6 +125,7 @@ impl Services {
             cluster: std::sync::OnceLock::new(),
             org: RwLock::new(org),
             journal_cache: journal::JournalKeyCache::default(),
+            escalation: escalation::EscalationRuntime::default(),
             metrics_public: false.into(),
         }))
     }

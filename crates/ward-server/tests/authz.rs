@@ -203,6 +203,11 @@ const MATRIX: &[Row] = &[
     row("DELETE", "/v1/admin/templates/{name}",                         "own template",      [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("PUT",  "/v1/me/dnd",                                           "target covers",     [A,   A,   A,   A,   A,   F,   A,   U,   U]),
     row("DELETE", "/v1/me/dnd",                                         "after on",          [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    // Messages sent to a role (ADR 0018): delivery states for members of the message's
+    // conversation (others 404); acknowledgement of a message nobody can see is 404 for all
+    // (sender 403, non-recipients 404, not-to-a-role 409: tests/escalation.rs).
+    row("GET",  "/v1/messages/{message_id}/status",                     "",                  [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    row("POST", "/v1/messages/{message_id}/ack",                        "unknown message",   [N,   N,   N,   N,   N,   N,   N,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -627,6 +632,13 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
             Some(json!({"cover": fx.target.username})),
         ),
         ("DELETE", "/v1/me/dnd", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/messages/{message_id}/status", _) => {
+            (format!("/v1/messages/{}/status", fx.first_message), None)
+        }
+        ("POST", "/v1/messages/{message_id}/ack", _) => (
+            format!("/v1/messages/{}/ack", new_id()),
+            Some(json!({"response": "accept"})),
+        ),
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),
     };

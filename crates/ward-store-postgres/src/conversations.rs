@@ -91,7 +91,7 @@ fn inbox_item_of(row: &PgRow) -> StoreResult<InboxItem> {
 
 /// Add an item to a device's inbox. The caller holds the device row lock, which serialises
 /// the per-device counter.
-async fn push_inbox(
+pub(crate) async fn push_inbox(
     conn: &mut PgConnection,
     device: Uuid,
     kind: InboxKind,

@@ -39,6 +39,7 @@ mod breakglass;
 mod clinical;
 mod conversations;
 mod group;
+mod escalation;
 mod journal;
 mod org;
 mod retention;

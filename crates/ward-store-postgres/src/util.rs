@@ -145,6 +145,7 @@ pub(crate) fn inbox_kind_str(k: InboxKind) -> &'static str {
     match k {
         InboxKind::Welcome => "welcome",
         InboxKind::Removed => "removed",
+        InboxKind::Alert => "alert",
     }
 }
 
@@ -152,6 +153,7 @@ pub(crate) fn inbox_kind_of(s: &str) -> StoreResult<InboxKind> {
     Ok(match s {
         "welcome" => InboxKind::Welcome,
         "removed" => InboxKind::Removed,
+        "alert" => InboxKind::Alert,
         _ => return Err(corrupt("inbox kind", s)),
     })
 }

@@ -137,6 +137,7 @@ impl Named for InboxKind {
     const NAMES: &'static [(Self, &'static str)] = &[
         (InboxKind::Welcome, "welcome"),
         (InboxKind::Removed, "removed"),
+        (InboxKind::Alert, "alert"),
     ];
     const WHAT: &'static str = "inbox kind";
 }

@@ -85,7 +85,7 @@ fn inbox_from_row(r: &SqliteRow) -> StoreResult<InboxItem> {
 }
 
 /// Append a device-addressed item, numbering it with the device's next inbox seq.
-async fn push_inbox(
+pub(crate) async fn push_inbox(
     tx: &mut Tx,
     device: DeviceId,
     kind: InboxKind,

@@ -18,6 +18,7 @@ mod clinical;
 mod codec;
 mod conversations;
 mod devices;
+mod escalation;
 mod group;
 mod journal;
 mod org;

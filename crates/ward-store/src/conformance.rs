@@ -40,6 +40,8 @@ use ward_proto::{
 };
 
 mod breakglass;
+mod escalation;
+pub use escalation::*;
 mod journal;
 mod retention;
 pub use breakglass::*;
@@ -134,6 +136,9 @@ macro_rules! conformance_tests {
             clinical_patient_tags_limit_and_pages,
             clinical_templates_create_list_delete,
             clinical_dnd_set_replace_clear,
+            escalation_create_is_atomic_and_idempotent,
+            escalation_claims_due_rows_once,
+            escalation_steps_apply_at_their_version,
         );
     };
 }

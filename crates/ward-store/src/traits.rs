@@ -272,6 +272,7 @@ pub trait Store:
     + RetentionStore
     + BreakGlassStore
     + crate::WorkflowStore
+    + crate::EscalationStore
     + crate::BlobStore
     + crate::ClinicalContextStore
     + Send

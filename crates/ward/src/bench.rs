@@ -40,6 +40,7 @@ use ward_server::config::{Config, Overrides, RawConfig};
 use ward_server::service::Actor;
 
 mod connections;
+mod escalation;
 
 const PASSWORD: &str = "bench password for the ward load generator";
 const CIPHERSUITE: u16 = 0x004D;
@@ -88,6 +89,11 @@ pub struct BenchArgs {
     /// With `--idle-connections`: how long to hold them idle before measuring, seconds.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// Instead of the chat workload: measure escalation latency (a STAT message's deadline →
+    /// the next tier's device gets the alert over its WebSocket) with this many samples on the
+    /// real clock (about 30 s + 1.5 s per sample).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200))]
+    escalation_samples: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -937,6 +943,19 @@ async fn create_conversations(
 
 /// `ward bench`.
 pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
+    if let Some(n) = args.escalation_samples {
+        let report = escalation::run(n as usize).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            escalation::print_summary(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(n) = args.idle_connections {
         let report = connections::run(n as usize, args.idle_secs, json_out).await?;
         if let Some(path) = &args.out {

@@ -38,11 +38,15 @@ pub struct EnrollArgs {
 #[derive(Args)]
 pub struct SendArgs {
     /// Recipient's username (direct conversation).
-    #[arg(long, conflicts_with = "conversation")]
+    #[arg(long, conflicts_with_all = ["conversation", "to_role"])]
     to: Option<String>,
     /// Conversation id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to_role")]
     conversation: Option<String>,
+    /// A clinical role (`cardiology-on-call`): whoever holds it now, with its escalation
+    /// chain; urgent and STAT ask for acknowledgement and escalate.
+    #[arg(long)]
+    to_role: Option<String>,
     /// routine, urgent or stat (default routine, or the template's).
     #[arg(long)]
     priority: Option<String>,
@@ -291,10 +295,11 @@ pub async fn login(dir: &Path, args: LoginArgs, json: bool) -> anyhow::Result<()
 
 /// `ward send`.
 pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> {
-    let target = match (&args.to, &args.conversation) {
-        (Some(u), None) => Target::User(username(u)?),
-        (None, Some(c)) => Target::Conversation(conversation(c)?),
-        _ => bail!("give --to USERNAME or --conversation ID"),
+    let target = match (&args.to, &args.conversation, &args.to_role) {
+        (Some(u), None, None) => Some(Target::User(username(u)?)),
+        (None, Some(c), None) => Some(Target::Conversation(conversation(c)?)),
+        (None, None, Some(_)) => None,
+        _ => bail!("give --to USERNAME, --conversation ID or --to-role NAME"),
     };
     let explicit_priority = args.priority.as_deref().map(priority).transpose()?;
     let priority = explicit_priority.unwrap_or(Priority::Routine);
@@ -324,6 +329,11 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
     if text.trim().is_empty() {
         bail!("the message is empty");
     }
+    let (Some(target), None) = (target, &args.to_role) else {
+        let role = args.to_role.as_deref().unwrap_or_default();
+        return crate::role_cmd::send_to_role(dir, role, &text, priority, args.confirm_phi, json)
+            .await;
+    };
     let mut client = open(dir)?;
     let target = match (patient, target) {
         (Some(p), target) => Target::Conversation(client.bind_patient_to(target, p).await?),
@@ -384,7 +394,12 @@ fn print_message(m: &StoredMessage, json: bool) {
 pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> {
     let mut client = open(dir)?;
     if args.follow {
-        client.follow(|m| print_message(m, json)).await?;
+        client
+            .follow_events(|e| match e {
+                ward_client::FollowEvent::Message(m) => print_message(m, json),
+                ward_client::FollowEvent::Alert(a) => crate::role_cmd::print_alert(a, json),
+            })
+            .await?;
         return Ok(());
     }
     let report = client.sync().await?;
@@ -405,6 +420,9 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
         }
         print_message(m, json);
     }
+    for a in &report.alerts {
+        crate::role_cmd::print_alert(a, json);
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -415,7 +433,7 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
             println!("{}", crate::breakglass_cmd::notice(g));
         }
     }
-    if report.messages.is_empty() && !json {
+    if report.messages.is_empty() && report.alerts.is_empty() && !json {
         println!("No new messages.");
     }
     Ok(())
@@ -530,35 +548,6 @@ pub async fn read(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
 }
 
 /// `ward status`.
-pub async fn status(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let mut client = open(dir)?;
-    let st = client.status(message_id(id)?).await?;
-    if json {
-        println!("{}", serde_json::to_string(&st)?);
-    } else {
-        println!("Message {} (seq {}):", st.message_id, st.seq);
-        for r in st.recipients {
-            let state = if r.read_at.is_some() {
-                "read"
-            } else if r.delivered_at.is_some() {
-                "delivered"
-            } else {
-                "sent"
-            };
-            println!(
-                "  device {} of {}: {state}{}",
-                r.device_id,
-                r.user_id,
-                r.read_at
-                    .or(r.delivered_at)
-                    .map(|t| format!(" at {t}"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
-}
-
 pub async fn passwd(dir: &Path, json: bool) -> anyhow::Result<()> {
     let mut client = open(dir)?;
     let current = Zeroizing::new(secret("WARD_PASSWORD", "current password")?);

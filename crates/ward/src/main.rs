@@ -8,6 +8,7 @@ mod client_cmd;
 mod clinical_cmd;
 mod compliance;
 mod retention_cmd;
+mod role_cmd;
 mod workflow_cmd;
 
 use std::path::PathBuf;
@@ -58,10 +59,19 @@ enum Command {
         /// Message id.
         message_id: String,
     },
-    /// Show delivery and read state of a message you sent.
+    /// Show the per-device delivery states of a message with timestamps (queued, sent,
+    /// delivered, read, acknowledged, failed, expired, escalated) and its escalation.
     Status {
         /// Message id.
         message_id: String,
+    },
+    /// Acknowledge an urgent or STAT message sent to your clinical role.
+    Ack {
+        /// Message id.
+        message_id: String,
+        /// accept, decline, call-me, or a free-text answer (sent only encrypted).
+        #[arg(long, default_value = "accept")]
+        response: String,
     },
     /// Change your password (current one from `WARD_PASSWORD`, new one from
     /// `WARD_NEW_PASSWORD`, or asked for); ends your sessions on other devices.
@@ -390,7 +400,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group(g) => client_cmd::group(&dir, g, json).await?,
         Command::Dnd(c) => clinical_cmd::dnd(&dir, c, json).await?,
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
-        Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
+        Command::Status { message_id } => role_cmd::status(&dir, &message_id, json).await?,
+        Command::Ack {
+            message_id,
+            response,
+        } => role_cmd::ack(&dir, &message_id, &response, json).await?,
         Command::Passwd => client_cmd::passwd(&dir, json).await?,
         Command::BreakGlass(a) => breakglass_cmd::run(&dir, a, json).await?,
     }

@@ -444,11 +444,17 @@ async fn readme_walkthrough_with_the_client_commands() {
     let (ok, out, err) = client(alice, &env, &["--json", "status", id]);
     assert!(ok, "{err}");
     let status = json_of(&out);
-    assert!(
-        status["recipients"][0]["delivered_at"].is_string(),
-        "{status}"
-    );
-    assert!(status["recipients"][0]["read_at"].is_string(), "{status}");
+    assert_eq!(status["devices"][0]["state"], "read", "{status}");
+    let states: Vec<&str> = status["devices"][0]["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert!(c["at"].is_string(), "{status}");
+            c["state"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(states, ["queued", "delivered", "read"], "{status}");
 
     // A group, and a message from stdin.
     let (ok, out, err) = client(

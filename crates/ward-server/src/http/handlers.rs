@@ -46,7 +46,8 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::clinical::add_patient_tag, super::clinical::patient_index,
         super::clinical::list_templates, super::clinical::get_template,
         super::clinical::create_template, super::clinical::delete_template,
-        super::clinical::set_dnd, super::clinical::clear_dnd
+        super::clinical::set_dnd, super::clinical::clear_dnd,
+        super::escalation::ack_message, super::escalation::message_delivery
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)

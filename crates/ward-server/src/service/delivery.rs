@@ -225,6 +225,9 @@ impl Services {
         }
         self.check_journal_copy(req.kind, req.journal.as_ref())
             .await?;
+        if let Some(to) = &req.to_role {
+            self.check_role_address(s, req.kind, to).await?;
+        }
         if let Some(grant) = req.break_glass_grant {
             if req.kind != EnvelopeKind::Commit {
                 return Err(ApiError::invalid(
@@ -347,12 +350,21 @@ impl Services {
                 message_id,
                 seq,
                 epoch,
-            } => Ok(SendEnvelopeResponse {
-                message_id,
-                seq,
-                epoch,
-                duplicate: true,
-            }),
+            } => {
+                // A retried send to a role: make sure its escalation exists (the first
+                // attempt may have been cut off between the append and the escalation).
+                let to_role = match &req.to_role {
+                    Some(to) => Some(self.start_escalation(s, id, message_id, seq, to).await?),
+                    None => None,
+                };
+                Ok(SendEnvelopeResponse {
+                    message_id,
+                    seq,
+                    epoch,
+                    duplicate: true,
+                    to_role,
+                })
+            }
             AppendOutcome::Accepted {
                 envelope,
                 epoch,
@@ -367,11 +379,13 @@ impl Services {
                     })
                     .inc();
                 self.metrics.envelope_bytes.inc_by(size as u64);
-                let resp = SendEnvelopeResponse {
-                    message_id: envelope.message_id,
-                    seq: envelope.seq,
+                let (message_id, seq) = (envelope.message_id, envelope.seq);
+                let mut resp = SendEnvelopeResponse {
+                    message_id,
+                    seq,
                     epoch,
                     duplicate: false,
+                    to_role: None,
                 };
                 self.hub
                     .publish(&recipients, &ServerEvent::Envelope(envelope));
@@ -383,6 +397,9 @@ impl Services {
                 }
                 if let Some(grant) = req.break_glass_grant {
                     self.break_glass_committed(s, grant).await;
+                }
+                if let Some(to) = &req.to_role {
+                    resp.to_role = Some(self.start_escalation(s, id, message_id, seq, to).await?);
                 }
                 Ok(resp)
             }
