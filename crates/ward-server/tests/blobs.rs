@@ -30,6 +30,10 @@ fn new_id() -> String {
 }
 
 async fn start(manual_clock: bool) -> TestServer {
+    start_on(manual_clock, None).await
+}
+
+async fn start_on(manual_clock: bool, database_url: Option<String>) -> TestServer {
     let mut raw = RawConfig::default();
     raw.limits.requests_per_second = 100_000;
     raw.limits.request_burst = 100_000;
@@ -38,9 +42,33 @@ async fn start(manual_clock: bool) -> TestServer {
     TestServer::start_with(ServerOptions {
         manual_clock,
         raw: Some(raw),
+        database_url,
         ..Default::default()
     })
     .await
+}
+
+/// A fresh, migrated schema of the PostgreSQL test database (`WARD_TEST_POSTGRES_URL`,
+/// default the local one); returns the URL selecting it and the schema name. `None` when
+/// `WARD_TEST_POSTGRES=skip`.
+async fn postgres_schema() -> Option<(String, String)> {
+    if std::env::var("WARD_TEST_POSTGRES").as_deref() == Ok("skip") {
+        return None;
+    }
+    let url = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("ward_blobs_{}", uuid::Uuid::new_v4().simple());
+    let store = ward_store_postgres::PgStore::connect_isolated(&url, &schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL test database unreachable ({e}); start it, point \
+                 WARD_TEST_POSTGRES_URL at one, or set WARD_TEST_POSTGRES=skip"
+            )
+        });
+    store.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((format!("{url}{sep}options[search_path]={schema}"), schema))
 }
 
 /// A group of `a` with `b` added (Welcome to `b`'s device): both devices are members.
@@ -611,7 +639,23 @@ async fn the_server_stores_no_plaintext() {
 
 #[tokio::test]
 async fn retention_hold_erasure_and_the_collector_apply_to_blobs() {
-    let server = start(true).await;
+    retention_scenario(start(true).await).await;
+}
+
+#[tokio::test]
+async fn retention_hold_erasure_and_the_collector_apply_to_blobs_on_postgres() {
+    let Some((url, schema)) = postgres_schema().await else {
+        return;
+    };
+    retention_scenario(start_on(true, Some(url)).await).await;
+    let base = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    ward_store_postgres::PgStore::drop_schema(&base, &schema)
+        .await
+        .unwrap();
+}
+
+async fn retention_scenario(server: TestServer) {
     let alice = server.enroll("alice", Role::Physician).await;
     let bob = server.enroll("bob", Role::Nurse).await;
     let held_conv = group(&alice, &bob).await;
