@@ -139,6 +139,7 @@ macro_rules! conformance_tests {
             escalation_create_is_atomic_and_idempotent,
             escalation_claims_due_rows_once,
             escalation_steps_apply_at_their_version,
+            blobs_message_references_keep_and_release,
         );
     };
 }
@@ -460,6 +461,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         },
         break_glass_roles: vec![Role::Nurse],
         break_glass_max_minutes: 30,
+        attachment_max_bytes: 1 << 20,
+        attachment_quota_bytes: 5 << 30,
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

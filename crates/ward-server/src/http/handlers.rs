@@ -47,7 +47,9 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::clinical::list_templates, super::clinical::get_template,
         super::clinical::create_template, super::clinical::delete_template,
         super::clinical::set_dnd, super::clinical::clear_dnd,
-        super::escalation::ack_message, super::escalation::message_delivery
+        super::escalation::ack_message, super::escalation::message_delivery,
+        super::blobs::create_blob, super::blobs::put_blob_part, super::blobs::blob_upload,
+        super::blobs::complete_blob, super::blobs::download_blob, super::blobs::delete_blob
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)

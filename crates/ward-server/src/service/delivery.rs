@@ -228,6 +228,7 @@ impl Services {
         if let Some(to) = &req.to_role {
             self.check_role_address(s, req.kind, to).await?;
         }
+        self.check_message_blobs(id, req.kind, &req.blobs).await?;
         if let Some(grant) = req.break_glass_grant {
             if req.kind != EnvelopeKind::Commit {
                 return Err(ApiError::invalid(
@@ -304,6 +305,9 @@ impl Services {
         if let Some(j) = &req.journal {
             details["journal_key_id"] = serde_json::json!(j.key_id);
         }
+        if !req.blobs.is_empty() {
+            details["blobs"] = serde_json::json!(req.blobs);
+        }
         if req.kind == EnvelopeKind::Commit {
             details["added_users"] = serde_json::json!(req.add_users);
             details["removed_users"] = serde_json::json!(req.remove_users);
@@ -351,6 +355,8 @@ impl Services {
                 seq,
                 epoch,
             } => {
+                // A retry after a failure between append and references completes them.
+                self.reference_blobs(id, message_id, &req.blobs).await?;
                 // A retried send to a role: make sure its escalation exists (the first
                 // attempt may have been cut off between the append and the escalation).
                 let to_role = match &req.to_role {
@@ -387,6 +393,7 @@ impl Services {
                     duplicate: false,
                     to_role: None,
                 };
+                let message_id = envelope.message_id;
                 self.hub
                     .publish(&recipients, &ServerEvent::Envelope(envelope));
                 for (device, item) in inbox {
@@ -401,6 +408,7 @@ impl Services {
                 if let Some(to) = &req.to_role {
                     resp.to_role = Some(self.start_escalation(s, id, message_id, seq, to).await?);
                 }
+                self.reference_blobs(id, message_id, &req.blobs).await?;
                 Ok(resp)
             }
         }
