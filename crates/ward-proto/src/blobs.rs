@@ -83,7 +83,10 @@ pub struct BlobUpload {
 
 /// Check a hex SHA-256 as sent in [`CompleteBlobRequest`]: 64 lowercase hex digits.
 pub fn check_sha256_hex(s: &str) -> Result<(), String> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err("sha256 must be 64 lowercase hexadecimal digits".to_owned())

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use ward_client::{EnrollParams, StoredMessage, Target, WardClient};
+use ward_client::{EnrollParams, ProgressFn, StoredMessage, Target, WardClient};
 use ward_core::Priority;
 use ward_proto::{ConversationId, MessageId, Username};
 use zeroize::Zeroizing;
@@ -49,7 +49,11 @@ pub struct SendArgs {
     /// Send although the organisation's DLP check warns that the text looks like PHI.
     #[arg(long)]
     confirm_phi: bool,
-    /// The text (read from stdin when absent).
+    /// Attach a file (repeatable): checked by content against the organisation's policy,
+    /// stripped of image metadata, encrypted on this device and uploaded.
+    #[arg(long = "attach", value_name = "FILE")]
+    attach: Vec<PathBuf>,
+    /// The text (read from stdin when absent and nothing is attached).
     text: Option<String>,
 }
 
@@ -57,8 +61,12 @@ pub struct SendArgs {
 #[derive(Args)]
 pub struct SyncArgs {
     /// Keep running and print messages as they arrive.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "download_dir")]
     follow: bool,
+    /// Download, verify and decrypt the new messages' attachments into this directory
+    /// (never overwriting: a taken name gets ` (1)`, ` (2)`, …); prints the paths written.
+    #[arg(long, value_name = "DIR")]
+    download_dir: Option<PathBuf>,
 }
 
 /// `ward group …`.
@@ -286,6 +294,7 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
     let priority = priority(&args.priority)?;
     let text = match args.text {
         Some(t) => t,
+        None if !args.attach.is_empty() => String::new(),
         None => {
             let mut t = String::new();
             std::io::stdin()
@@ -294,13 +303,33 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
             t.trim_end_matches('\n').to_owned()
         }
     };
-    if text.trim().is_empty() {
+    if text.trim().is_empty() && args.attach.is_empty() {
         bail!("the message is empty");
     }
+    for f in &args.attach {
+        if !f.is_file() {
+            bail!("cannot attach {}: no such file", f.display());
+        }
+    }
     let mut client = open(dir)?;
-    let sent = client
-        .send_message(target, &text, priority, args.confirm_phi)
-        .await?;
+    let sent = if args.attach.is_empty() {
+        client
+            .send_message(target, &text, priority, args.confirm_phi)
+            .await?
+    } else {
+        let mut bar = crate::progress::Bar::new();
+        let mut draw = bar.drawer();
+        client
+            .send_with_attachments(
+                target,
+                &text,
+                &args.attach,
+                priority,
+                args.confirm_phi,
+                draw.as_mut().map(|f| f as ProgressFn<'_>),
+            )
+            .await?
+    };
     if json {
         println!("{}", serde_json::to_string(&sent)?);
     } else {
@@ -308,20 +337,52 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
             "Sent message {} (seq {}) in conversation {}.",
             sent.message_id, sent.seq, sent.conversation_id
         );
+        for a in &sent.attachments {
+            println!("  attached {}", describe(a));
+        }
     }
     Ok(())
 }
 
+fn describe(a: &ward_client::AttachmentInfo) -> String {
+    format!(
+        "{} ({}, {} bytes, blob {})",
+        a.file_name, a.media_type, a.size, a.blob_id
+    )
+}
+
 fn print_message(m: &StoredMessage, json: bool) {
+    print_message_with(m, &[], json);
+}
+
+/// One message; `saved` holds the paths its attachments were written to, in order (empty
+/// when they were not downloaded).
+fn print_message_with(m: &StoredMessage, saved: &[PathBuf], json: bool) {
+    let attachments = m.attachments();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "conversation_id": m.conversation_id, "message_id": m.message_id, "seq": m.seq,
-                "sender": m.sender, "sent_at": m.sent_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "priority": m.priority, "text": m.text,
+        let list: Vec<serde_json::Value> = attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut v = serde_json::json!({
+                    "file_name": a.file_name, "media_type": a.media_type, "size": a.size,
+                    "blob_id": a.blob_id,
+                });
+                if let Some(p) = saved.get(i) {
+                    v["saved_path"] = p.display().to_string().into();
+                }
+                v
             })
-        );
+            .collect();
+        let mut v = serde_json::json!({
+            "conversation_id": m.conversation_id, "message_id": m.message_id, "seq": m.seq,
+            "sender": m.sender, "sent_at": m.sent_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "priority": m.priority, "text": m.text,
+        });
+        if !list.is_empty() {
+            v["attachments"] = list.into();
+        }
+        println!("{v}");
     } else {
         let flag = if m.priority == "routine" {
             String::new()
@@ -336,6 +397,12 @@ fn print_message(m: &StoredMessage, json: bool) {
             m.conversation_id,
             m.seq.unwrap_or(0)
         );
+        for (i, a) in attachments.iter().enumerate() {
+            match saved.get(i) {
+                Some(p) => println!("  attachment {} saved to {}", describe(a), p.display()),
+                None => println!("  attachment {}", describe(a)),
+            }
+        }
     }
 }
 
@@ -347,8 +414,35 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
         return Ok(());
     }
     let report = client.sync().await?;
+    if let Some(d) = &args.download_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create the download directory {}", d.display()))?;
+    }
+    let mut failed = 0usize;
     for m in &report.messages {
-        print_message(m, json);
+        let saved = match &args.download_dir {
+            Some(d) if !m.attachment_descriptors.is_empty() => {
+                let mut bar = crate::progress::Bar::new();
+                let mut draw = bar.drawer();
+                let progress = draw.as_mut().map(|f| f as ProgressFn<'_>);
+                match client.download_attachments(m, d, progress).await {
+                    Ok(s) => s.into_iter().map(|s| s.saved_path).collect(),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!(
+                            "error: the attachments of message {} (conversation {}, seq {}) \
+                             were not all saved: {e}",
+                            m.message_id.map(|i| i.to_string()).unwrap_or_default(),
+                            m.conversation_id,
+                            m.seq.unwrap_or(0)
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        print_message_with(m, &saved, json);
     }
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -362,6 +456,9 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
     }
     if report.messages.is_empty() && !json {
         println!("No new messages.");
+    }
+    if failed > 0 {
+        bail!("{failed} message(s) had attachments that could not be saved (see above)");
     }
     Ok(())
 }

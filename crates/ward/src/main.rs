@@ -6,6 +6,7 @@ mod bench;
 mod breakglass_cmd;
 mod client_cmd;
 mod compliance;
+mod progress;
 mod retention_cmd;
 mod workflow_cmd;
 
