@@ -39,6 +39,7 @@ use ward_proto::{CreateUserRequest, Role, SendEnvelopeResponse, SyncResponse, Us
 use ward_server::config::{Config, Overrides, RawConfig};
 use ward_server::service::Actor;
 
+mod attachments;
 mod connections;
 
 const PASSWORD: &str = "bench password for the ward load generator";
@@ -88,6 +89,17 @@ pub struct BenchArgs {
     /// With `--idle-connections`: how long to hold them idle before measuring, seconds.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// Another benchmark instead of the chat workload.
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+}
+
+/// Benchmarks other than the chat workload.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// Encrypted attachments through the SDK against a `ward serve` child process: upload and
+    /// download throughput and the peak memory of client and server.
+    Attachments(attachments::AttachmentBenchArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -937,6 +949,19 @@ async fn create_conversations(
 
 /// `ward bench`.
 pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
+    if let Some(BenchWhat::Attachments(a)) = args.what.clone() {
+        let report = attachments::run(a).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            attachments::print_summary(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(n) = args.idle_connections {
         let report = connections::run(n as usize, args.idle_secs, json_out).await?;
         if let Some(path) = &args.out {
