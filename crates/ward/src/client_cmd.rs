@@ -544,6 +544,39 @@ fn message_id(s: &str) -> anyhow::Result<MessageId> {
         .map_err(|_| anyhow::anyhow!("{s:?} is not a message id (a UUID)"))
 }
 
+/// `ward download`.
+pub async fn download(dir: &Path, id: &str, out: &Path, json: bool) -> anyhow::Result<()> {
+    let client = open(dir)?;
+    let id = message_id(id)?;
+    let m = client
+        .history()
+        .iter()
+        .find(|m| m.message_id == Some(id))
+        .cloned()
+        .with_context(|| format!("message {id} is not in this device's history"))?;
+    if m.attachment_descriptors.is_empty() {
+        bail!("message {id} has no attachments");
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the download directory {}", out.display()))?;
+    let mut bar = crate::progress::Bar::new();
+    let mut draw = bar.drawer();
+    let saved = client
+        .download_attachments(&m, out, draw.as_mut().map(|f| f as ProgressFn<'_>))
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "message_id": id, "attachments": saved })
+        );
+    } else {
+        for s in saved {
+            println!("{} saved to {}", describe(&s.info), s.saved_path.display());
+        }
+    }
+    Ok(())
+}
+
 /// `ward read`.
 pub async fn read(dir: &Path, id: &str, json: bool) -> anyhow::Result<()> {
     let mut client = open(dir)?;

@@ -53,6 +53,14 @@ enum Command {
     /// Create groups and change their members.
     #[command(subcommand)]
     Group(client_cmd::GroupCommand),
+    /// Download, verify and decrypt the attachments of a message in your history (again).
+    Download {
+        /// Message id.
+        message_id: String,
+        /// Directory to write them to (created if missing; nothing is overwritten).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Send a read receipt for a message.
     Read {
         /// Message id.
@@ -383,6 +391,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Conversations => client_cmd::conversations(&dir, json).await?,
         Command::Group(g) => client_cmd::group(&dir, g, json).await?,
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
+        Command::Download {
+            message_id,
+            dir: out,
+        } => client_cmd::download(&dir, &message_id, &out, json).await?,
         Command::Status { message_id } => client_cmd::status(&dir, &message_id, json).await?,
         Command::Passwd => client_cmd::passwd(&dir, json).await?,
         Command::BreakGlass(a) => breakglass_cmd::run(&dir, a, json).await?,
