@@ -695,6 +695,13 @@ pub struct PolicyInfo {
     /// Longest break-glass access in minutes (default 480).
     #[serde(default)]
     pub break_glass_max_minutes: u32,
+    /// Largest attachment ciphertext one upload may announce, bytes (default 2 GiB).
+    #[serde(default)]
+    pub attachment_max_bytes: u64,
+    /// Organisation quota: the sizes of all stored blobs and uploads together, bytes (default
+    /// 100 GiB).
+    #[serde(default)]
+    pub attachment_quota_bytes: u64,
 }
 
 /// `PUT /v1/admin/policy`: change some fields; absent fields keep their value.
@@ -736,6 +743,12 @@ pub struct UpdatePolicyRequest {
     /// See [`PolicyInfo::break_glass_max_minutes`]: 5 to 1440.
     #[serde(default)]
     pub break_glass_max_minutes: Option<u32>,
+    /// See [`PolicyInfo::attachment_max_bytes`]: 1 KiB to 1 TiB, at most the quota.
+    #[serde(default)]
+    pub attachment_max_bytes: Option<u64>,
+    /// See [`PolicyInfo::attachment_quota_bytes`]: 1 MiB to 1 PiB.
+    #[serde(default)]
+    pub attachment_quota_bytes: Option<u64>,
 }
 
 /// `GET /v1/dlp-policy`: the organisation's DLP document, signed by the organisation CA so a

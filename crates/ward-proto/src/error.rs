@@ -67,4 +67,10 @@ pub enum ErrorCode {
     /// This device was wiped by an administrator: it may not log in or use its session again,
     /// and the error carries the signed instruction to erase its profile.
     DeviceWiped,
+    /// HTTP 422: the request is well formed but what it names cannot be accepted (an upload
+    /// completed before every byte arrived, a ciphertext whose hash does not match, a message
+    /// naming a blob that is not a complete blob of its conversation).
+    Unprocessable,
+    /// HTTP 416: the `Range` of a blob download lies outside the blob.
+    RangeNotSatisfiable,
 }

@@ -34,6 +34,91 @@ pub struct Config {
     pub metrics_public: bool,
     /// Cross-node fan-out over NATS; `None` for a single node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Where attachment ciphertext is stored (ADR 0017).
+    pub blobs: BlobConfig,
+}
+
+/// Default part size of blob uploads: the most bytes one `PUT` may carry, and the most one
+/// request holds in memory.
+pub const DEFAULT_BLOB_PART_SIZE: u64 = 8 << 20;
+/// Bounds of `blobs.part_size_bytes`.
+pub const BLOB_PART_SIZE_BOUNDS: (u64, u64) = (4 << 10, 16 << 20);
+
+/// Validated `[blobs]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobConfig {
+    /// The object store.
+    pub backend: BlobBackend,
+    /// Most bytes per upload `PUT` (each is stored as one object).
+    pub part_size: u64,
+}
+
+/// Where blob objects live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// A directory on the local file system (default `DATA/blobs`).
+    Local {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An S3-compatible object store.
+    S3(S3Config),
+}
+
+/// An S3-compatible store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint URL for S3-compatible services (MinIO, Ceph, …); AWS when absent.
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: String,
+    /// Access key id; with the secret, or neither (then the AWS environment is used).
+    pub access_key_id: Option<String>,
+    /// Secret access key (also `WARD_BLOBS__SECRET_ACCESS_KEY`); never logged.
+    pub secret_access_key: Option<Secret>,
+    /// Plain HTTP to the endpoint; only allowed for a loopback endpoint.
+    pub allow_http: bool,
+    /// Key prefix inside the bucket (default none).
+    pub prefix: Option<String>,
+}
+
+/// A secret string whose `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `[blobs]` as written.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBlobs {
+    /// `local` (default) or `s3`.
+    pub backend: Option<String>,
+    /// Local: the directory (default `DATA/blobs`).
+    pub path: Option<PathBuf>,
+    /// Most bytes per upload `PUT` (default 8 MiB; 4 KiB to 16 MiB).
+    pub part_size_bytes: Option<u64>,
+    /// S3: bucket.
+    pub bucket: Option<String>,
+    /// S3: endpoint URL.
+    pub endpoint: Option<String>,
+    /// S3: region.
+    pub region: Option<String>,
+    /// S3: access key id.
+    pub access_key_id: Option<String>,
+    /// S3: secret access key.
+    pub secret_access_key: Option<Secret>,
+    /// S3: allow `http://` (loopback endpoints only).
+    pub allow_http: bool,
+    /// S3: key prefix.
+    pub prefix: Option<String>,
 }
 
 /// How the listener is secured.
@@ -102,6 +187,8 @@ pub struct RawConfig {
     pub metrics_public: bool,
     /// Cluster settings.
     pub cluster: RawCluster,
+    /// Blob storage settings.
+    pub blobs: RawBlobs,
 }
 
 /// `[cluster]` as written: several nodes over one PostgreSQL and one NATS.
@@ -152,6 +239,7 @@ const SERVER_ENV_KEYS: &[&str] = &[
     "limits",
     "metrics_public",
     "cluster",
+    "blobs",
 ];
 /// Other `WARD_*` variables Ward reads elsewhere (secrets, client, logging, tests).
 const OTHER_ENV_KEYS: &[&str] = &[
@@ -278,7 +366,9 @@ impl Config {
             (None, Some(_)) => bail!("cluster.subject needs cluster.nats_url"),
             (None, None) => None,
         };
+        let blobs = validate_blobs(raw.blobs, &data_dir)?;
         Ok(Config {
+            blobs,
             cluster,
             master_key_file: raw
                 .master_key_file
@@ -293,6 +383,94 @@ impl Config {
             metrics_public: raw.metrics_public,
         })
     }
+}
+
+fn validate_blobs(raw: RawBlobs, data_dir: &Path) -> anyhow::Result<BlobConfig> {
+    let part_size = raw.part_size_bytes.unwrap_or(DEFAULT_BLOB_PART_SIZE);
+    let (lo, hi) = BLOB_PART_SIZE_BOUNDS;
+    if !(lo..=hi).contains(&part_size) {
+        bail!("blobs.part_size_bytes must be between {lo} and {hi} (got {part_size})");
+    }
+    let s3_keys = [
+        ("bucket", raw.bucket.is_some()),
+        ("endpoint", raw.endpoint.is_some()),
+        ("region", raw.region.is_some()),
+        ("access_key_id", raw.access_key_id.is_some()),
+        ("secret_access_key", raw.secret_access_key.is_some()),
+        ("allow_http", raw.allow_http),
+        ("prefix", raw.prefix.is_some()),
+    ];
+    let backend = match raw.backend.as_deref().unwrap_or("local") {
+        "local" => {
+            if let Some((k, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                bail!("blobs.{k} is only for backend = \"s3\"");
+            }
+            BlobBackend::Local {
+                path: raw.path.unwrap_or_else(|| data_dir.join("blobs")),
+            }
+        }
+        "s3" => {
+            if raw.path.is_some() {
+                bail!("blobs.path is only for backend = \"local\"");
+            }
+            let bucket = raw
+                .bucket
+                .filter(|b| !b.trim().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("blobs.bucket is required with backend = \"s3\""))?;
+            if let Some(e) = &raw.endpoint {
+                let (scheme, rest) = e.split_once("://").ok_or_else(|| {
+                    anyhow::anyhow!("blobs.endpoint must be an http:// or https:// URL")
+                })?;
+                match scheme {
+                    "https" => {}
+                    "http" => {
+                        let host = rest.split('/').next().unwrap_or_default();
+                        let host = host
+                            .rsplit_once(':')
+                            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                            .map_or(host, |(h, _)| h);
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        let loopback = host == "localhost"
+                            || host
+                                .parse::<std::net::IpAddr>()
+                                .is_ok_and(|ip| ip.is_loopback());
+                        if !loopback {
+                            bail!(
+                                "blobs.endpoint {e:?} is plain HTTP on a non-loopback host; use https"
+                            );
+                        }
+                        if !raw.allow_http {
+                            bail!(
+                                "blobs.endpoint is plain HTTP: set blobs.allow_http = true (loopback only)"
+                            );
+                        }
+                    }
+                    _ => bail!("blobs.endpoint must be an http:// or https:// URL"),
+                }
+            } else if raw.allow_http {
+                bail!("blobs.allow_http is only allowed with a loopback http:// endpoint");
+            }
+            if raw.access_key_id.is_some() != raw.secret_access_key.is_some() {
+                bail!("blobs.access_key_id and blobs.secret_access_key must be given together");
+            }
+            if let Some(p) = &raw.prefix
+                && (p.is_empty() || p.starts_with('/') || p.ends_with('/') || p.contains("//"))
+            {
+                bail!("blobs.prefix must be a relative key prefix like \"ward/blobs\"");
+            }
+            BlobBackend::S3(S3Config {
+                bucket,
+                endpoint: raw.endpoint,
+                region: raw.region.unwrap_or_else(|| "us-east-1".to_owned()),
+                access_key_id: raw.access_key_id,
+                secret_access_key: raw.secret_access_key,
+                allow_http: raw.allow_http,
+                prefix: raw.prefix,
+            })
+        }
+        other => bail!("blobs.backend must be \"local\" or \"s3\" (got {other:?})"),
+    };
+    Ok(BlobConfig { backend, part_size })
 }
 
 #[cfg(test)]
@@ -387,6 +565,56 @@ mod tests {
             .to_string();
         assert!(e.contains("cluster.nats_url"), "{e}");
         assert!(SERVER_ENV_KEYS.contains(&"cluster"));
+    }
+
+    #[test]
+    fn blobs_section() {
+        let parse = |toml: &str| {
+            let raw: RawConfig = Figment::from(Toml::string(toml)).extract().unwrap();
+            Config::validate(raw, Overrides::default())
+        };
+        let c = parse("").unwrap().blobs;
+        assert_eq!(
+            c.backend,
+            BlobBackend::Local {
+                path: PathBuf::from("ward-data/blobs")
+            }
+        );
+        assert_eq!(c.part_size, DEFAULT_BLOB_PART_SIZE);
+        let c = parse(
+            "[blobs]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\n\
+             allow_http = true\naccess_key_id = \"k\"\nsecret_access_key = \"s3cr3t\"\n",
+        )
+        .unwrap();
+        let BlobBackend::S3(s3) = &c.blobs.backend else {
+            panic!("s3 expected")
+        };
+        assert_eq!(s3.region, "us-east-1");
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "the secret is not in Debug"
+        );
+        for (toml, key) in [
+            ("[blobs]\nbackend = \"s3\"\n", "blobs.bucket"),
+            ("[blobs]\nbackend = \"gcs\"\n", "blobs.backend"),
+            ("[blobs]\nbucket = \"b\"\n", "blobs.bucket"),
+            ("[blobs]\npart_size_bytes = 1\n", "blobs.part_size_bytes"),
+            (
+                "[blobs]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://10.0.0.5:9000\"\nallow_http = true\n",
+                "blobs.endpoint",
+            ),
+            (
+                "[blobs]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+                "blobs.allow_http",
+            ),
+            (
+                "[blobs]\nbackend = \"s3\"\nbucket = \"b\"\naccess_key_id = \"k\"\n",
+                "blobs.access_key_id",
+            ),
+        ] {
+            let e = parse(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, extractors and the OpenAPI description. Handlers only translate
 //! between HTTP and [`crate::service`]; no logic lives here.
 
+mod blobs;
 mod breakglass;
 mod handlers;
 mod retention;
@@ -195,6 +196,18 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             "/v1/conversations/{conversation_id}/commits",
             get(handlers::commit_log),
         )
+        .route(
+            "/v1/conversations/{conversation_id}/blobs",
+            post(blobs::create_blob),
+        )
+        .route(
+            "/v1/blobs/{blob_id}",
+            get(blobs::download_blob)
+                .put(blobs::put_blob_part)
+                .delete(blobs::delete_blob),
+        )
+        .route("/v1/blobs/{blob_id}/upload", get(blobs::blob_upload))
+        .route("/v1/blobs/{blob_id}/complete", post(blobs::complete_blob))
         .route("/v1/sync", get(handlers::sync))
         .route("/v1/sync/ack", post(handlers::ack))
         .route("/v1/receipts/read", post(handlers::read_receipts))

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod objects;
 pub mod ratelimit;
 pub mod service;
 pub mod tls;
@@ -131,6 +132,9 @@ pub async fn start_with_clock(
     let store = open_store(&config.database_url).await?;
     let services = Services::start(store, master.clone(), &config.organisation_name, clock).await?;
     services.set_metrics_public(config.metrics_public);
+    let _ = services
+        .blob_objects
+        .set(Arc::new(objects::BlobObjects::open(&config.blobs)?));
     let (tls_config, ca_fingerprint, ca_pem) = match &config.tls {
         config::TlsMode::Generated => {
             let m =
@@ -184,14 +188,31 @@ pub async fn start_with_clock(
     })
 }
 
-/// Periodic work: audit checkpoints, purging expired sessions, and the retention purge
-/// (ADR 0013) whenever its interval has passed on the service clock.
+/// How often the blob collector runs, on the service clock.
+const BLOB_COLLECT_EVERY: time::Duration = time::Duration::hours(1);
+
+/// Periodic work: audit checkpoints, purging expired sessions, the retention purge
+/// (ADR 0013) whenever its interval has passed on the service clock, and the blob collector
+/// (ADR 0017) hourly on the service clock.
 async fn background_jobs(services: Arc<Services>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut last_purge = None;
+    let mut last_collect: Option<time::OffsetDateTime> = None;
     loop {
         every.tick().await;
         let now = services.now();
+        if last_collect.is_none_or(|l| now - l >= BLOB_COLLECT_EVERY) {
+            last_collect = Some(now);
+            match services.collect_blobs().await {
+                Ok(r) if r != service::blobs::CollectReport::default() => tracing::info!(
+                    stale_uploads = r.stale_uploads,
+                    unreferenced = r.unreferenced,
+                    "blob collector ran"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "blob collector failed"),
+            }
+        }
         if service::retention::purge_due(&services.policy().retention, last_purge, now) {
             last_purge = Some(now);
             match services.run_retention(&service::Actor::system()).await {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+pub mod blobs;
 pub mod breakglass;
 mod delivery;
 mod directory;
@@ -87,6 +88,9 @@ pub struct Services {
     pub audit: AuditLog,
     /// Link to the other nodes, when `[cluster]` is configured (set once at start).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Where blob bytes live (set once at start; the admin CLI sets it too, so retention
+    /// removes objects with records).
+    pub blob_objects: std::sync::OnceLock<Arc<crate::objects::BlobObjects>>,
     org: RwLock<Organisation>,
     journal_cache: journal::JournalKeyCache,
     metrics_public: std::sync::atomic::AtomicBool,
@@ -118,6 +122,7 @@ impl Services {
             metrics: Metrics::default(),
             audit,
             cluster: std::sync::OnceLock::new(),
+            blob_objects: std::sync::OnceLock::new(),
             org: RwLock::new(org),
             journal_cache: journal::JournalKeyCache::default(),
             metrics_public: false.into(),
@@ -251,6 +256,30 @@ impl Services {
             }
             p.break_glass_max_minutes = v;
         }
+        if let Some(v) = req.attachment_max_bytes {
+            if !(1 << 10..=1 << 40).contains(&v) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "attachment_max_bytes must be between 1024 and {} (got {v})",
+                    1u64 << 40
+                )));
+            }
+            p.attachment_max_bytes = v;
+        }
+        if let Some(v) = req.attachment_quota_bytes {
+            if !(1 << 20..=1 << 50).contains(&v) {
+                return Err(crate::error::ApiError::invalid(format!(
+                    "attachment_quota_bytes must be between {} and {} (got {v})",
+                    1u64 << 20,
+                    1u64 << 50
+                )));
+            }
+            p.attachment_quota_bytes = v;
+        }
+        if p.attachment_max_bytes > p.attachment_quota_bytes {
+            return Err(crate::error::ApiError::invalid(
+                "attachment_max_bytes must be at most attachment_quota_bytes",
+            ));
+        }
         if p.absolute_timeout_secs < p.idle_timeout_secs {
             return Err(crate::error::ApiError::invalid(
                 "absolute_timeout_secs must be at least idle_timeout_secs",
@@ -346,6 +375,8 @@ fn policy_info(p: &OrgPolicy) -> ward_proto::PolicyInfo {
         notification_privacy: p.notification_privacy,
         break_glass_roles: p.break_glass_roles.clone(),
         break_glass_max_minutes: p.break_glass_max_minutes,
+        attachment_max_bytes: p.attachment_max_bytes,
+        attachment_quota_bytes: p.attachment_quota_bytes,
     }
 }
 

@@ -189,6 +189,15 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/admin/schedules",                                  "one shift",         [A,   F,   F,   F,   F,   F,   F,   U,   U]),
     row("PUT",  "/v1/roles/{role}/on-call",                             "own assignment",    [A,   A,   A,   A,   A,   N,   A,   U,   U]),
     row("GET",  "/v1/roles/{role}/holders",                             "",                  [A,   A,   A,   A,   A,   F,   A,   U,   U]),
+    // Attachment blobs (ADR 0017): member devices start uploads (non-members 404, as for the
+    // conversation); only the uploading device writes, resumes, completes or abandons; member
+    // devices download, every other device gets 403.
+    row("POST", "/v1/conversations/{conversation_id}/blobs",            "member device",     [N,   A,   N,   N,   N,   A,   N,   U,   U]),
+    row("PUT",  "/v1/blobs/{blob_id}",                                  "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/blobs/{blob_id}/upload",                           "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
+    row("DELETE", "/v1/blobs/{blob_id}",                                "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
+    row("POST", "/v1/blobs/{blob_id}/complete",                         "all bytes received",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
+    row("GET",  "/v1/blobs/{blob_id}",                                  "complete blob",     [F,   A,   F,   F,   F,   A,   F,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];
@@ -231,6 +240,56 @@ struct Fixtures {
     holds: Vec<String>,
     /// A group of `target` alone (break-glass row: every caller is a non-member).
     break_glass_conversation: String,
+    /// The physician's upload into `conversation`, nothing received yet, sized for
+    /// [`BLOB_CHUNK`] sent as JSON (PUT, resume and abandon rows).
+    blob_upload: String,
+    /// The physician's upload with every byte received (complete row), and its SHA-256.
+    blob_ready: (String, String),
+    /// A complete blob of `conversation` (download row).
+    blob_done: String,
+}
+
+/// The bytes of the PUT row (sent as a JSON string, so with its quotes).
+const BLOB_CHUNK: &str = "matrix chunk";
+
+/// Create an upload of `data` into `conversation` as `u`, send the bytes, and complete it
+/// when asked; returns the blob id and the hex SHA-256.
+async fn blob_fixture(
+    u: &TestUser,
+    conversation: &str,
+    size: usize,
+    data: Option<&[u8]>,
+    complete: bool,
+) -> (String, String) {
+    let (s, b) = u
+        .post(
+            &format!("/v1/conversations/{conversation}/blobs"),
+            json!({"size": size}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["blob_id"].as_str().unwrap().to_owned();
+    let mut hash = String::new();
+    if let Some(data) = data {
+        let r = u
+            .http
+            .put(format!("{}/v1/blobs/{id}?offset=0", u.base))
+            .bearer_auth(&u.token)
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        use sha2::Digest;
+        hash = hex::encode(sha2::Sha256::digest(data));
+    }
+    if complete {
+        let (s, b) = u
+            .post(&format!("/v1/blobs/{id}/complete"), json!({"sha256": hash}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    (id, hash)
 }
 
 fn new_id() -> String {
@@ -314,6 +373,15 @@ async fn setup() -> Fixtures {
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let break_glass_conversation = b["conversation_id"].as_str().unwrap().to_owned();
 
+    let chunk_len = serde_json::to_vec(&json!(BLOB_CHUNK)).unwrap().len();
+    let blob_upload = blob_fixture(physician, &conversation, chunk_len, None, false)
+        .await
+        .0;
+    let blob_ready = blob_fixture(physician, &conversation, 5, Some(b"ready"), false).await;
+    let blob_done = blob_fixture(physician, &conversation, 4, Some(b"done"), true)
+        .await
+        .0;
+
     let (mut enroll, mut login, mut pending, mut suspended, mut reissue, mut devices) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut holds = vec![];
@@ -373,6 +441,9 @@ async fn setup() -> Fixtures {
         devices,
         holds,
         break_glass_conversation,
+        blob_upload,
+        blob_ready,
+        blob_done,
     }
 }
 
@@ -573,6 +644,23 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("GET", "/v1/roles/{role}/holders", _) => {
             (format!("/v1/roles/{MATRIX_ROLE}/holders"), None)
         }
+        ("POST", "/v1/conversations/{conversation_id}/blobs", _) => (
+            format!("/v1/conversations/{conv}/blobs"),
+            Some(json!({"size": 100})),
+        ),
+        ("PUT", "/v1/blobs/{blob_id}", _) => (
+            format!("/v1/blobs/{}?offset=0", fx.blob_upload),
+            Some(json!(BLOB_CHUNK)),
+        ),
+        ("GET", "/v1/blobs/{blob_id}/upload", _) => {
+            (format!("/v1/blobs/{}/upload", fx.blob_upload), None)
+        }
+        ("DELETE", "/v1/blobs/{blob_id}", _) => (format!("/v1/blobs/{}", fx.blob_upload), None),
+        ("POST", "/v1/blobs/{blob_id}/complete", _) => (
+            format!("/v1/blobs/{}/complete", fx.blob_ready.0),
+            Some(json!({"sha256": fx.blob_ready.1})),
+        ),
+        ("GET", "/v1/blobs/{blob_id}", _) => (format!("/v1/blobs/{}", fx.blob_done), None),
         ("POST", "/v1/logout", _) => (r.path.to_owned(), None),
         other => panic!("no request for matrix row {other:?}: add one to request()"),
     };

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
-use ward_proto::{ConversationId, DeviceId, UserId};
+use ward_proto::{ConversationId, DeviceId, MessageId, UserId};
 use ward_store::{Blob, BlobState, BlobStore, StoreResult};
 
 use crate::PgStore;
@@ -169,5 +169,85 @@ impl BlobStore for PgStore {
             .await
             .be()?;
         u64_of(used)
+    }
+
+    async fn add_blob_refs(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        blobs: &[uuid::Uuid],
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.be()?;
+        // Lock the blobs, so a concurrent release cannot delete one between check and insert.
+        let found: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT id FROM blobs WHERE id = ANY($1) \
+             AND conversation_id = $2 AND state = 'complete' FOR SHARE) b",
+        )
+        .bind(blobs)
+        .bind(conversation.0)
+        .fetch_one(&mut *tx)
+        .await
+        .be()?;
+        let mut wanted = blobs.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        if u64_of(found)? != wanted.len() as u64 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO blob_refs (blob_id, message_id, conversation_id) \
+             SELECT b, $2, $3 FROM UNNEST($1::UUID[]) AS b ON CONFLICT DO NOTHING",
+        )
+        .bind(&wanted)
+        .bind(message.0)
+        .bind(conversation.0)
+        .execute(&mut *tx)
+        .await
+        .be()?;
+        tx.commit().await.be()?;
+        Ok(true)
+    }
+
+    async fn release_blob_refs(&self, messages: &[MessageId]) -> StoreResult<Vec<uuid::Uuid>> {
+        let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.0).collect();
+        let mut tx = self.pool.begin().await.be()?;
+        let candidates: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "DELETE FROM blob_refs WHERE message_id = ANY($1) RETURNING blob_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .be()?;
+        let gone: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "DELETE FROM blobs WHERE id = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob_id = blobs.id) RETURNING id",
+        )
+        .bind(&candidates)
+        .fetch_all(&mut *tx)
+        .await
+        .be()?;
+        tx.commit().await.be()?;
+        Ok(gone)
+    }
+
+    async fn unreferenced_blobs(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<Blob>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM blobs WHERE state = 'complete' AND updated_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob_id = blobs.id) \
+             ORDER BY updated_at, id LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(i64_of(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .be()?
+            .iter()
+            .map(blob_of)
+            .collect()
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
-use ward_proto::{ConversationId, DeviceId, UserId};
+use ward_proto::{ConversationId, DeviceId, MessageId, UserId};
 use ward_store::{Blob, BlobState, BlobStore, StoreError, StoreResult};
 
 use crate::SqliteStore;
@@ -184,5 +184,94 @@ impl BlobStore for SqliteStore {
             .await
             .map_err(db)?;
         uint(used)
+    }
+
+    async fn add_blob_refs(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        blobs: &[uuid::Uuid],
+    ) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        for b in blobs {
+            let ok: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM blobs WHERE id = ? AND conversation_id = ? AND state = 'complete'",
+            )
+            .bind(id(*b))
+            .bind(id(conversation.0))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if ok.is_none() {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO blob_refs (blob_id, message_id, conversation_id) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id(*b))
+            .bind(id(message.0))
+            .bind(id(conversation.0))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn release_blob_refs(&self, messages: &[MessageId]) -> StoreResult<Vec<uuid::Uuid>> {
+        let mut tx = self.write_tx().await?;
+        let mut candidates = Vec::new();
+        for m in messages {
+            let rows = sqlx::query("DELETE FROM blob_refs WHERE message_id = ? RETURNING blob_id")
+                .bind(id(m.0))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            for r in &rows {
+                candidates.push(Cols(r).uuid("blob_id")?);
+            }
+        }
+        candidates.sort();
+        candidates.dedup();
+        let mut gone = Vec::new();
+        for b in candidates {
+            let deleted = sqlx::query(
+                "DELETE FROM blobs WHERE id = ? \
+                 AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob_id = blobs.id)",
+            )
+            .bind(id(b))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if deleted == 1 {
+                gone.push(b);
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(gone)
+    }
+
+    async fn unreferenced_blobs(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<Blob>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM blobs WHERE state = 'complete' AND updated_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob_id = blobs.id) \
+             ORDER BY updated_at, id LIMIT ?"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(us(before))
+            .bind(int(limit as u64))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(blob_from_row)
+            .collect()
     }
 }

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use ward_proto::{ConversationId, DeviceId, UserId};
+use ward_proto::{ConversationId, DeviceId, MessageId, UserId};
 
 use crate::StoreResult;
 
@@ -106,4 +106,24 @@ pub trait BlobStore {
     async fn stale_uploads(&self, before: OffsetDateTime, limit: usize) -> StoreResult<Vec<Blob>>;
     /// Sum of the sizes of all blobs (uploads count with their announced size), in bytes.
     async fn blob_bytes(&self) -> StoreResult<u64>;
+    /// Record that `message` (of `conversation`) references `blobs` (idempotent: a
+    /// reference recorded before is kept). Returns false, writing nothing, unless every blob
+    /// is a complete blob of `conversation`.
+    async fn add_blob_refs(
+        &self,
+        conversation: ConversationId,
+        message: MessageId,
+        blobs: &[uuid::Uuid],
+    ) -> StoreResult<bool>;
+    /// Drop the references of deleted `messages`, then delete the records of the blobs those
+    /// messages referenced that no message references any more, and return their ids, so the
+    /// caller removes the objects. Blobs still referenced by a kept message stay.
+    async fn release_blob_refs(&self, messages: &[MessageId]) -> StoreResult<Vec<uuid::Uuid>>;
+    /// Complete blobs that no message references and whose last change is before `before`,
+    /// oldest first, at most `limit`: uploaded but never sent, for the collector.
+    async fn unreferenced_blobs(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<Blob>>;
 }

@@ -129,6 +129,7 @@ macro_rules! conformance_tests {
             blobs_upload_lifecycle,
             blobs_quota_and_conflicts,
             blobs_delete_by_conversation_and_collect_stale,
+            blobs_message_references_keep_and_release,
         );
     };
 }
@@ -450,6 +451,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         },
         break_glass_roles: vec![Role::Nurse],
         break_glass_max_minutes: 30,
+        attachment_max_bytes: 1 << 20,
+        attachment_quota_bytes: 5 << 30,
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

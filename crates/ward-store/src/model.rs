@@ -41,7 +41,16 @@ pub struct OrgPolicy {
     pub break_glass_roles: Vec<Role>,
     /// Longest break-glass access, in minutes.
     pub break_glass_max_minutes: u32,
+    /// Largest attachment ciphertext one upload may announce, in bytes (ADR 0017).
+    pub attachment_max_bytes: u64,
+    /// Sum of the sizes of all blobs and uploads the organisation may hold, in bytes.
+    pub attachment_quota_bytes: u64,
 }
+
+/// Default [`OrgPolicy::attachment_max_bytes`]: 2 GiB.
+pub const DEFAULT_ATTACHMENT_MAX_BYTES: u64 = 2 << 30;
+/// Default [`OrgPolicy::attachment_quota_bytes`]: 100 GiB.
+pub const DEFAULT_ATTACHMENT_QUOTA_BYTES: u64 = 100 << 30;
 
 /// MLS_256_XWING_CHACHA20POLY1305_SHA256_Ed25519 (draft post-quantum code point).
 pub const CIPHERSUITE_XWING: u16 = 0x004D;
@@ -64,6 +73,8 @@ impl Default for OrgPolicy {
             retention: RetentionPolicy::default(),
             break_glass_roles: vec![Role::Physician, Role::Nurse],
             break_glass_max_minutes: 8 * 60,
+            attachment_max_bytes: DEFAULT_ATTACHMENT_MAX_BYTES,
+            attachment_quota_bytes: DEFAULT_ATTACHMENT_QUOTA_BYTES,
         }
     }
 }

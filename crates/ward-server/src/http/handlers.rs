@@ -42,7 +42,9 @@ use crate::service::{AuthSession, DeviceScope, Services};
         super::workflow::list_roles, super::workflow::create_role, super::workflow::assign_role,
         super::workflow::unassign_role, super::workflow::set_on_call,
         super::workflow::role_holders, super::workflow::import_schedule,
-        super::workflow::set_escalation
+        super::workflow::set_escalation,
+        super::blobs::create_blob, super::blobs::put_blob_part, super::blobs::blob_upload,
+        super::blobs::complete_blob, super::blobs::download_blob, super::blobs::delete_blob
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)

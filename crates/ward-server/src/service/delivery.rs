@@ -225,6 +225,7 @@ impl Services {
         }
         self.check_journal_copy(req.kind, req.journal.as_ref())
             .await?;
+        self.check_message_blobs(id, req.kind, &req.blobs).await?;
         if let Some(grant) = req.break_glass_grant {
             if req.kind != EnvelopeKind::Commit {
                 return Err(ApiError::invalid(
@@ -301,6 +302,9 @@ impl Services {
         if let Some(j) = &req.journal {
             details["journal_key_id"] = serde_json::json!(j.key_id);
         }
+        if !req.blobs.is_empty() {
+            details["blobs"] = serde_json::json!(req.blobs);
+        }
         if req.kind == EnvelopeKind::Commit {
             details["added_users"] = serde_json::json!(req.add_users);
             details["removed_users"] = serde_json::json!(req.remove_users);
@@ -347,12 +351,16 @@ impl Services {
                 message_id,
                 seq,
                 epoch,
-            } => Ok(SendEnvelopeResponse {
-                message_id,
-                seq,
-                epoch,
-                duplicate: true,
-            }),
+            } => {
+                // A retry after a failure between append and references completes them.
+                self.reference_blobs(id, message_id, &req.blobs).await?;
+                Ok(SendEnvelopeResponse {
+                    message_id,
+                    seq,
+                    epoch,
+                    duplicate: true,
+                })
+            }
             AppendOutcome::Accepted {
                 envelope,
                 epoch,
@@ -373,6 +381,7 @@ impl Services {
                     epoch,
                     duplicate: false,
                 };
+                let message_id = envelope.message_id;
                 self.hub
                     .publish(&recipients, &ServerEvent::Envelope(envelope));
                 for (device, item) in inbox {
@@ -384,6 +393,7 @@ impl Services {
                 if let Some(grant) = req.break_glass_grant {
                     self.break_glass_committed(s, grant).await;
                 }
+                self.reference_blobs(id, message_id, &req.blobs).await?;
                 Ok(resp)
             }
         }

@@ -525,6 +525,9 @@ impl Services {
             if n > 0 {
                 orders += 1;
             }
+            // Blobs referenced only by these messages go with them (ADR 0017).
+            self.release_message_blobs(actor, conversation, &order.message_ids, rule.as_str())
+                .await?;
             self.audit
                 .record(
                     actor,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use time::Duration;
-use ward_proto::ConversationId;
+use ward_proto::{ConversationId, MessageId};
 
 use super::{active_user, group, pair, t0};
 use crate::{Blob, BlobState, Store, StoreError};
@@ -151,4 +151,117 @@ pub async fn blobs_delete_by_conversation_and_collect_stale(store: Arc<dyn Store
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn blobs_message_references_keep_and_release(store: Arc<dyn Store>) {
+    let p = pair(store.as_ref()).await;
+    let (user, dev, _) = active_user(store.as_ref(), "carol").await;
+    let other = group(store.as_ref(), user.id, dev.id).await;
+    let complete = |size: u64| {
+        let store = store.clone();
+        let b = upload(&p, size);
+        async move {
+            assert!(store.create_blob(&b, u64::MAX).await.unwrap());
+            assert!(store.advance_blob(b.id, 0, size, t0()).await.unwrap());
+            assert!(store.complete_blob(b.id, &[3; 32], t0()).await.unwrap());
+            b
+        }
+    };
+    let shared = complete(10).await;
+    let single = complete(20).await;
+    let never_sent = complete(30).await;
+    let uploading = upload(&p, 40);
+    assert!(store.create_blob(&uploading, u64::MAX).await.unwrap());
+    let (m1, m2) = (MessageId::random(), MessageId::random());
+
+    // Only complete blobs of the message's own conversation can be referenced.
+    assert!(
+        !store
+            .add_blob_refs(p.conv.id, m1, &[shared.id, uploading.id])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_blob_refs(other.id, m1, &[shared.id])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_blob_refs(p.conv.id, m1, &[uuid::Uuid::new_v4()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_blob_refs(p.conv.id, m1, &[shared.id, single.id])
+            .await
+            .unwrap()
+    );
+    // A retried send records the same references again without error.
+    assert!(
+        store
+            .add_blob_refs(p.conv.id, m1, &[shared.id, single.id])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_blob_refs(p.conv.id, m2, &[shared.id])
+            .await
+            .unwrap()
+    );
+
+    // Unreferenced complete blobs, untouched before the cut-off; uploads never count.
+    let later = t0() + Duration::hours(1);
+    let unref: Vec<_> = store
+        .unreferenced_blobs(later, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(unref, vec![never_sent.id]);
+    assert!(store.unreferenced_blobs(t0(), 10).await.unwrap().is_empty());
+
+    // Deleting m1 frees the blob only it referenced; the shared one stays for m2.
+    assert_eq!(
+        store.release_blob_refs(&[m1]).await.unwrap(),
+        vec![single.id]
+    );
+    assert_eq!(store.blob(single.id).await.unwrap(), None);
+    assert!(store.blob(shared.id).await.unwrap().is_some());
+    assert!(store.release_blob_refs(&[m1]).await.unwrap().is_empty());
+    assert_eq!(
+        store.release_blob_refs(&[m2]).await.unwrap(),
+        vec![shared.id]
+    );
+    // A message without blobs releases nothing; a never-referenced blob is not touched.
+    assert!(
+        store
+            .release_blob_refs(&[MessageId::random()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.blob(never_sent.id).await.unwrap().is_some());
+
+    // Deleting a referenced blob (its conversation's deletion) drops its references.
+    let kept = complete(5).await;
+    let m3 = MessageId::random();
+    assert!(
+        store
+            .add_blob_refs(p.conv.id, m3, &[kept.id])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_conversation_blobs(p.conv.id)
+            .await
+            .unwrap()
+            .contains(&kept.id)
+    );
+    assert!(store.release_blob_refs(&[m3]).await.unwrap().is_empty());
 }
