@@ -135,15 +135,16 @@ impl WardClient {
             )
             .await
             .map_err(|e| match e {
+                // The server answers 404 to a user who is not a member (no existence leak).
                 WardError::Api {
-                    code: ErrorCode::Forbidden,
+                    code: code @ (ErrorCode::Forbidden | ErrorCode::NotFound),
                     message,
                     current_epoch,
                 } => WardError::Api {
-                    code: ErrorCode::Forbidden,
+                    code,
                     message: format!(
                         "this device may not upload attachments to conversation \
-                         {conversation}: {message}"
+                         {conversation} (it is not a member): {message}"
                     ),
                     current_epoch,
                 },

@@ -489,10 +489,16 @@ async fn bad_inputs_get_clear_errors_and_leave_no_file() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, WardError::Api { code, .. } if *code != ErrorCode::Internal),
+        matches!(
+            &e,
+            WardError::Api {
+                code: ErrorCode::Unprocessable,
+                ..
+            }
+        ),
         "{e:?}"
     );
-    assert!(e.to_string().to_lowercase().contains("hash"), "{e}");
+    assert!(e.to_string().contains("does not match"), "{e}");
 
     // Carol cannot upload into a conversation she is not in.
     prepared.blob.ciphertext_sha256 = {
@@ -505,15 +511,42 @@ async fn bad_inputs_get_clear_errors_and_leave_no_file() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            &e,
-            WardError::Api {
-                code: ErrorCode::Forbidden,
-                ..
-            }
-        ),
+        matches!(&e, WardError::Api { message, .. } if message.contains("not a member")),
         "{e:?}"
     );
+
+    // Oversized for the server's organisation policy (the client's own policy allows it):
+    // refused when the upload is created, naming the limit; nothing is sent.
+    server
+        .services
+        .update_policy(
+            &ward_server::service::Actor::cli(),
+            ward_proto::UpdatePolicyRequest {
+                attachment_max_bytes: Some(1024 * 1024),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let e = alice
+        .client
+        .send_with_attachments(
+            user("bob"),
+            "echo again",
+            std::slice::from_ref(&big),
+            Priority::Routine,
+            false,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, WardError::Api { code: ErrorCode::PayloadTooLarge, message, .. }
+            if message.contains("limit is 1048576 bytes")),
+        "{e:?}"
+    );
+    assert!(upload_leftovers(&alice.profile()).is_empty());
+    assert!(bob.client.sync().await.unwrap().messages.is_empty());
     server.stop().await;
 }
 
