@@ -243,6 +243,8 @@ struct Fixtures {
     /// The physician's upload into `conversation`, nothing received yet, sized for
     /// [`BLOB_CHUNK`] sent as JSON (PUT, resume and abandon rows).
     blob_upload: String,
+    /// Per caller: an upload of the physician's (abandon row).
+    blob_abandon: Vec<String>,
     /// The physician's upload with every byte received (complete row), and its SHA-256.
     blob_ready: (String, String),
     /// A complete blob of `conversation` (download row).
@@ -377,6 +379,14 @@ async fn setup() -> Fixtures {
     let blob_upload = blob_fixture(physician, &conversation, chunk_len, None, false)
         .await
         .0;
+    let mut blob_abandon = Vec::new();
+    for _ in CALLERS {
+        blob_abandon.push(
+            blob_fixture(physician, &conversation, 1, None, false)
+                .await
+                .0,
+        );
+    }
     let blob_ready = blob_fixture(physician, &conversation, 5, Some(b"ready"), false).await;
     let blob_done = blob_fixture(physician, &conversation, 4, Some(b"done"), true)
         .await
@@ -442,6 +452,7 @@ async fn setup() -> Fixtures {
         holds,
         break_glass_conversation,
         blob_upload,
+        blob_abandon,
         blob_ready,
         blob_done,
     }
@@ -655,7 +666,7 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ("GET", "/v1/blobs/{blob_id}/upload", _) => {
             (format!("/v1/blobs/{}/upload", fx.blob_upload), None)
         }
-        ("DELETE", "/v1/blobs/{blob_id}", _) => (format!("/v1/blobs/{}", fx.blob_upload), None),
+        ("DELETE", "/v1/blobs/{blob_id}", _) => (format!("/v1/blobs/{}", fx.blob_abandon[i]), None),
         ("POST", "/v1/blobs/{blob_id}/complete", _) => (
             format!("/v1/blobs/{}/complete", fx.blob_ready.0),
             Some(json!({"sha256": fx.blob_ready.1})),

@@ -30,6 +30,10 @@ fn new_id() -> String {
 }
 
 async fn start(manual_clock: bool) -> TestServer {
+    start_on(manual_clock, None).await
+}
+
+async fn start_on(manual_clock: bool, database_url: Option<String>) -> TestServer {
     let mut raw = RawConfig::default();
     raw.limits.requests_per_second = 100_000;
     raw.limits.request_burst = 100_000;
@@ -38,9 +42,33 @@ async fn start(manual_clock: bool) -> TestServer {
     TestServer::start_with(ServerOptions {
         manual_clock,
         raw: Some(raw),
+        database_url,
         ..Default::default()
     })
     .await
+}
+
+/// A fresh, migrated schema of the PostgreSQL test database (`WARD_TEST_POSTGRES_URL`,
+/// default the local one); returns the URL selecting it and the schema name. `None` when
+/// `WARD_TEST_POSTGRES=skip`.
+async fn postgres_schema() -> Option<(String, String)> {
+    if std::env::var("WARD_TEST_POSTGRES").as_deref() == Ok("skip") {
+        return None;
+    }
+    let url = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("ward_blobs_{}", uuid::Uuid::new_v4().simple());
+    let store = ward_store_postgres::PgStore::connect_isolated(&url, &schema)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL test database unreachable ({e}); start it, point \
+                 WARD_TEST_POSTGRES_URL at one, or set WARD_TEST_POSTGRES=skip"
+            )
+        });
+    store.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((format!("{url}{sep}options[search_path]={schema}"), schema))
 }
 
 /// A group of `a` with `b` added (Welcome to `b`'s device): both devices are members.
@@ -611,7 +639,23 @@ async fn the_server_stores_no_plaintext() {
 
 #[tokio::test]
 async fn retention_hold_erasure_and_the_collector_apply_to_blobs() {
-    let server = start(true).await;
+    retention_scenario(start(true).await).await;
+}
+
+#[tokio::test]
+async fn retention_hold_erasure_and_the_collector_apply_to_blobs_on_postgres() {
+    let Some((url, schema)) = postgres_schema().await else {
+        return;
+    };
+    retention_scenario(start_on(true, Some(url)).await).await;
+    let base = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    ward_store_postgres::PgStore::drop_schema(&base, &schema)
+        .await
+        .unwrap();
+}
+
+async fn retention_scenario(server: TestServer) {
     let alice = server.enroll("alice", Role::Physician).await;
     let bob = server.enroll("bob", Role::Nurse).await;
     let held_conv = group(&alice, &bob).await;
@@ -943,4 +987,104 @@ async fn s3_backend_against_moto() {
     assert_eq!(s3_objects(&moto, bucket, "ward/blobs/").await.len(), 3);
     server.stop().await;
     drop(moto);
+}
+
+/// Peak resident memory of this process (server and client together), KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A 1 GiB blob up and down through the real server with the default 8 MiB parts: the
+/// resident memory the transfer adds to this process (server and streaming test client
+/// together, over the baseline of the debug test binary with the server started) stays
+/// under 64 MiB.
+/// A benchmark, not a timed test: `cargo test --release -p ward-server --test blobs --
+/// --ignored one_gib` prints the throughput (recorded in docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: moves 2 GiB through loopback"]
+async fn one_gib_round_trip_memory_and_throughput() {
+    const GIB: usize = 1 << 30;
+    let mut raw = RawConfig::default();
+    raw.limits.requests_per_second = 100_000;
+    raw.limits.request_burst = 100_000;
+    raw.limits.logins_per_minute = 100_000;
+    let server = TestServer::start_with(ServerOptions {
+        raw: Some(raw),
+        ..Default::default()
+    })
+    .await;
+    let alice = server.enroll("alice", Role::Physician).await;
+    let bob = server.enroll("bob", Role::Nurse).await;
+    let conv = group(&alice, &bob).await;
+    let (s, b) = create(&alice, &conv, GIB as u64).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["blob_id"].as_str().unwrap().to_owned();
+    let part = b["part_size"].as_u64().unwrap() as usize;
+    let before = peak_rss_kib();
+
+    // Deterministic pseudo-random bytes, one part at a time (xorshift: cheap, incompressible).
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut hasher = Sha256::new();
+    let started = std::time::Instant::now();
+    let mut offset = 0;
+    while offset < GIB {
+        let n = part.min(GIB - offset);
+        let mut buf = vec![0u8; n];
+        for w in buf.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            w.copy_from_slice(&state.to_le_bytes()[..w.len()]);
+        }
+        hasher.update(&buf);
+        let (s, b) = put(&alice, &id, offset as u64, &buf).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        offset += n;
+    }
+    let sha = hex::encode(hasher.finalize());
+    let (s, b) = complete(&alice, &id, &sha).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let up = started.elapsed();
+
+    let started = std::time::Instant::now();
+    let mut resp = bob
+        .http
+        .get(format!("{}/v1/blobs/{id}", bob.base))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut hasher = Sha256::new();
+    let mut got = 0usize;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        got += chunk.len();
+        hasher.update(&chunk);
+    }
+    let down = started.elapsed();
+    assert_eq!(got, GIB);
+    assert_eq!(hex::encode(hasher.finalize()), sha);
+    let peak = peak_rss_kib();
+    let mib_s = |d: std::time::Duration| 1024.0 / d.as_secs_f64();
+    println!(
+        "1 GiB blob: upload+complete {:.1} s ({:.0} MiB/s), download {:.1} s ({:.0} MiB/s); \
+         peak RSS {} MiB (before the transfer {} MiB)",
+        up.as_secs_f64(),
+        mib_s(up),
+        down.as_secs_f64(),
+        mib_s(down),
+        peak / 1024,
+        before / 1024
+    );
+    assert!(
+        peak - before < 64 * 1024,
+        "the transfer added {} KiB resident",
+        peak - before
+    );
+    server.stop().await;
 }

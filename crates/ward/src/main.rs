@@ -225,6 +225,12 @@ enum PolicyCommand {
         /// Longest break-glass access (5m to 24h).
         #[arg(long, value_parser = parse_duration)]
         break_glass_max: Option<u64>,
+        /// Largest attachment (ciphertext) one upload may announce, e.g. 2GiB, 500MiB.
+        #[arg(long, value_parser = parse_size)]
+        attachment_max: Option<u64>,
+        /// Organisation quota for all stored attachments, e.g. 100GiB.
+        #[arg(long, value_parser = parse_size)]
+        attachment_quota: Option<u64>,
     },
 }
 
@@ -259,6 +265,40 @@ fn parse_duration(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// A byte size: a number with an optional binary unit (B, KiB, MiB, GiB, TiB; K, M, G, T).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500MiB or 2GiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+    assert_eq!(parse_size("500M"), Ok(500 << 20));
+    assert_eq!(parse_size("1024"), Ok(1024));
+    assert!(parse_size("2GB").is_err());
+    assert!(parse_size("x").is_err());
+    assert!(parse_size("99999999999TiB").is_err());
 }
 
 fn parse_ciphersuite(s: &str) -> Result<u16, String> {
@@ -470,13 +510,20 @@ async fn open_services(loc: &Location) -> anyhow::Result<Arc<Services>> {
         Err(_) => ward_server::keys::MasterKey::load_or_create(&config.master_key_file)?,
     });
     let store = ward_server::open_store(&config.database_url).await?;
-    Services::start(
+    let services = Services::start(
         store,
         master,
         &config.organisation_name,
         Arc::new(SystemClock),
     )
-    .await
+    .await?;
+    // Retention and erasure run here too: they remove blob objects with their records.
+    let _ = services
+        .blob_objects
+        .set(Arc::new(ward_server::objects::BlobObjects::open(
+            &config.blobs,
+        )?));
+    Ok(services)
 }
 
 async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
@@ -723,6 +770,8 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             password_min_length,
             break_glass_roles,
             break_glass_max,
+            attachment_max,
+            attachment_quota,
         }) => {
             let break_glass_max_minutes = match break_glass_max {
                 Some(secs) if secs % 60 != 0 => {
@@ -743,6 +792,8 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 notification_privacy: None,
                 break_glass_roles: break_glass_roles.map(|r| r.0),
                 break_glass_max_minutes,
+                attachment_max_bytes: attachment_max,
+                attachment_quota_bytes: attachment_quota,
             };
             let p = services.update_policy(&actor, req).await.map_err(api)?;
             out(
@@ -848,7 +899,8 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
          lock after {} failed logins for {} s\nciphersuites: {}\n\
          password minimum length: {} (at least 15 without MFA)\n\
          notification privacy (ids only in pushed events): {}\n\
-         break-glass roles: {}; longest access: {} min",
+         break-glass roles: {}; longest access: {} min\n\
+         largest attachment: {} bytes; attachment quota: {} bytes",
         p.mfa_required,
         p.idle_timeout_secs,
         p.absolute_timeout_secs,
@@ -867,7 +919,9 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         },
-        p.break_glass_max_minutes
+        p.break_glass_max_minutes,
+        p.attachment_max_bytes,
+        p.attachment_quota_bytes
     )
 }
 
