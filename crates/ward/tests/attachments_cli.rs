@@ -250,6 +250,31 @@ fn send_attach_and_sync_download_dir() {
     );
     assert!(!out.contains("\"key\""), "no key in the sync output: {out}");
 
+    // Again later, from the history: `ward download`.
+    let again = dir.path().join("again");
+    let id = lines[0]["message_id"].as_str().unwrap();
+    let (ok, out, err) = client(
+        bob,
+        &passphrase,
+        &["--json", "download", id, "--dir", again.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["attachments"][1]["file_name"], "inr.pdf");
+    let p = v["attachments"][1]["saved_path"].as_str().unwrap();
+    assert_eq!(std::fs::read(p).unwrap(), pdf);
+    let (ok, _, err) = client(
+        bob,
+        &passphrase,
+        &[
+            "download",
+            "7f1c1d4e-0000-4000-8000-000000000000",
+            "--dir",
+            again.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("not in this device's history"), "{err}");
+
     // Bad attachments: named, nothing sent.
     let exe = files.join("ecg.pdf");
     let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
