@@ -35,7 +35,8 @@ const TARGET_KIB: u64 = 64 * 1024;
 /// `ward bench attachments` options.
 #[derive(Args, Debug, Clone)]
 pub struct AttachmentBenchArgs {
-    /// File size: a number with an optional unit B, KiB, MiB or GiB (e.g. 1GiB, 256MiB).
+    /// File size: a number with an optional unit B, KiB, MiB or GiB (e.g. 1GiB, 256MiB); at
+    /// least 8 KiB (the file is a video by its header).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     size: u64,
     /// Runs (each: encrypt, upload, download and decrypt); the median is reported.
@@ -134,7 +135,12 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `size` random bytes to `path` in 1 MiB pieces; returns their SHA-256.
+/// An MP4 `ftyp` box: the file is a video by content (the type check refuses unrecognised
+/// content declared as a generic binary).
+const MP4_HEAD: &[u8] = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom";
+
+/// Writes `size` bytes (an MP4 header, then random bytes) to `path` in 1 MiB pieces; returns
+/// their SHA-256.
 fn random_file(path: &Path, size: u64) -> anyhow::Result<[u8; 32]> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let mut out = std::io::BufWriter::new(
@@ -143,9 +149,15 @@ fn random_file(path: &Path, size: u64) -> anyhow::Result<[u8; 32]> {
     let mut buf = vec![0u8; 1024 * 1024];
     let mut hash = Sha256::new();
     let mut left = size;
+    let mut first = true;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         rng.fill_bytes(&mut buf[..n]);
+        if first {
+            let h = MP4_HEAD.len().min(n);
+            buf[..h].copy_from_slice(&MP4_HEAD[..h]);
+            first = false;
+        }
         hash.update(&buf[..n]);
         out.write_all(&buf[..n])?;
         left -= n as u64;
@@ -216,6 +228,9 @@ async fn enroll(
 
 /// Run the attachment benchmark.
 pub async fn run(args: AttachmentBenchArgs) -> anyhow::Result<AttachmentReport> {
+    if args.size < 8 * 1024 {
+        bail!("--size must be at least 8KiB (got {} bytes)", args.size);
+    }
     let (base, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -285,7 +300,7 @@ async fn measure(
         )
         .await?;
     bob.sync().await?;
-    let src = base.join("bench.dat");
+    let src = base.join("bench.mp4");
     let work = base.join("work");
     let dl = base.join("downloads");
     std::fs::create_dir_all(&work)?;
