@@ -54,6 +54,28 @@ pub enum WardError {
     /// The MLS core refused something.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// An attachment was refused before sending (policy, type, size, unreadable file) or
+    /// could not be saved after download (authentication, hash, truncation, I/O); nothing
+    /// partial was left behind.
+    #[error(transparent)]
+    Attachment(#[from] crate::attachments::AttachmentFileError),
+    /// An attachment upload stopped part-way (the network failed repeatedly). The server
+    /// keeps what it received: [`WardClient::resume_upload`](crate::WardClient::resume_upload)
+    /// continues from `received` instead of starting again.
+    #[error(
+        "the upload of attachment blob {blob_id} stopped at {received} of {size} bytes ({reason}); \
+         it can be resumed"
+    )]
+    UploadInterrupted {
+        /// The blob being uploaded.
+        blob_id: uuid::Uuid,
+        /// Bytes the server had when last asked.
+        received: u64,
+        /// Bytes announced.
+        size: u64,
+        /// The last network error.
+        reason: String,
+    },
     /// The server says this device was wiped and sent a signed instruction. `sync`, `login`,
     /// `send_message` and `follow` act on it (they answer [`WardError::Wiped`] after erasing,
     /// or [`CoreError::InvalidWipeInstruction`] for a forged instruction); other operations

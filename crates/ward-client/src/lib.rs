@@ -21,6 +21,7 @@ mod journal;
 mod profile;
 mod retention;
 mod role;
+mod transfer;
 mod transport;
 mod wipe;
 
@@ -47,9 +48,10 @@ pub use error::WardError;
 pub use journal::{
     JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
 };
-pub use profile::{ConversationState, PROFILE_FILE, StoredMessage};
+pub use profile::{AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
 pub use role::{AckChoice, RoleSent};
+pub use transfer::{Direction, MAX_PART_BYTES, Progress, ProgressFn, SavedAttachment};
 use transport::Api;
 pub use transport::{ca_fingerprint, tls_config};
 
@@ -82,6 +84,9 @@ pub struct Sent {
     /// role (ADR 0018).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_role: Option<ward_proto::RoleSendOutcome>,
+    /// The attachments it carries (without their keys).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentInfo>,
 }
 
 /// What enrollment returns to show the user once. `Debug` omits the TOTP secret.
@@ -175,6 +180,7 @@ pub struct WardClient {
     /// Alerts received by syncs whose report is not returned (inside a send's conflict
     /// retry), handed out by the next [`WardClient::sync`].
     pending_alerts: Vec<ward_proto::MessageAlert>,
+    attachment_policy: ward_core::attachment::AttachmentPolicy,
 }
 
 /// Enrollment inputs.
@@ -333,6 +339,7 @@ impl WardClient {
             api,
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
+            attachment_policy: Default::default(),
         };
         client.top_up_key_packages(None).await?;
         Ok(client)
@@ -350,6 +357,7 @@ impl WardClient {
             api,
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
+            attachment_policy: Default::default(),
         })
     }
 
@@ -464,6 +472,99 @@ impl WardClient {
         self.obey_wipe(r).await
     }
 
+    /// The organisation's attachment policy this client applies before encrypting a file
+    /// (size limit, refused types); the server enforces its own size limit and quota too.
+    pub fn set_attachment_policy(&mut self, policy: ward_core::attachment::AttachmentPolicy) {
+        self.attachment_policy = policy;
+    }
+
+    /// Send a message with files attached (ADR 0015), with or without text. Each file is
+    /// checked against the attachment policy and its real type by content, stripped of image
+    /// metadata and encrypted with a fresh key (into a temporary file in the profile
+    /// directory), uploaded in parts (resuming after network failures, `progress` told as it
+    /// goes), and its descriptor travels inside the encrypted message, whose envelope names
+    /// the blob ids. Nothing is sent if any file is refused.
+    pub async fn send_with_attachments(
+        &mut self,
+        target: Target,
+        text: &str,
+        files: &[std::path::PathBuf],
+        priority: Priority,
+        confirm_phi: bool,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<Sent, WardError> {
+        let r = self
+            .send_attachments_inner(target, text, files, priority, confirm_phi, progress)
+            .await;
+        self.obey_wipe(r).await
+    }
+
+    async fn send_attachments_inner(
+        &mut self,
+        target: Target,
+        text: &str,
+        files: &[std::path::PathBuf],
+        priority: Priority,
+        confirm_phi: bool,
+        mut progress: Option<ProgressFn<'_>>,
+    ) -> Result<Sent, WardError> {
+        if files.len() > ward_core::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(WardError::InvalidInput(format!(
+                "{} files attached; at most {} per message",
+                files.len(),
+                ward_core::attachment::MAX_ATTACHMENTS_PER_MESSAGE
+            )));
+        }
+        if text.trim().is_empty() && files.is_empty() {
+            return Err(WardError::InvalidInput(
+                "the message is empty: give text or attach a file".into(),
+            ));
+        }
+        let mut content = MessageContent::text(text, priority, now_ms());
+        content
+            .validate()
+            .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+        // Refuse a bad file before anything reaches the server.
+        let mut prepared = Vec::new();
+        let result = async {
+            for f in files {
+                prepared.push(self.prepare_file(f).await?);
+            }
+            let (conversation, labels) = self
+                .resolve_target(target, text, confirm_phi, &prepared)
+                .await?;
+            for p in &prepared {
+                let d = self
+                    .upload_attachment(conversation, p, transfer::lend(&mut progress))
+                    .await?;
+                content.attachments.push(d);
+            }
+            self.send_content(conversation, content, uuid::Uuid::new_v4(), labels)
+                .await
+        }
+        .await;
+        for p in &prepared {
+            let _ = std::fs::remove_file(&p.ciphertext_path);
+        }
+        result
+    }
+
+    /// Checks and encrypts one file on a blocking thread.
+    async fn prepare_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<attachments::PreparedAttachment, WardError> {
+        let path = path.to_path_buf();
+        let policy = self.attachment_policy.clone();
+        let work = self.profile.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            attachments::prepare_attachment(&path, None, &policy, &work, &mut rand::rngs::OsRng)
+        })
+        .await
+        .map_err(|e| WardError::InvalidInput(format!("encrypting the attachment failed: {e}")))?
+        .map_err(WardError::from)
+    }
+
     async fn send_message_inner(
         &mut self,
         target: Target,
@@ -475,6 +576,20 @@ impl WardClient {
         content
             .validate()
             .map_err(|e| WardError::InvalidInput(e.to_string()))?;
+        let (conversation, labels) = self.resolve_target(target, text, confirm_phi, &[]).await?;
+        self.send_content(conversation, content, uuid::Uuid::new_v4(), labels)
+            .await
+    }
+
+    /// Flushes the outbox, runs the DLP check (on the text and the attachments' file names)
+    /// and finds or creates the conversation; returns it with the DLP labels.
+    async fn resolve_target(
+        &mut self,
+        target: Target,
+        text: &str,
+        confirm_phi: bool,
+        files: &[attachments::PreparedAttachment],
+    ) -> Result<(ConversationId, Vec<String>), WardError> {
         self.flush_outbox().await?;
         let kind = match &target {
             Target::User(_) => ConversationKind::Direct,
@@ -485,7 +600,12 @@ impl WardClient {
                 .get(id)
                 .map_or(ConversationKind::Group, |s| s.kind),
         };
-        let labels = self.dlp_check(text, kind, confirm_phi).await?;
+        let mut scanned = text.to_owned();
+        for f in files {
+            scanned.push('\n');
+            scanned.push_str(&f.file_name);
+        }
+        let labels = self.dlp_check(&scanned, kind, confirm_phi).await?;
         let conversation = match target {
             Target::Conversation(id) => {
                 if !self.core.has_group(id) || !self.core.is_active(id) {
@@ -497,8 +617,7 @@ impl WardClient {
             }
             Target::User(u) => self.direct_conversation(&u).await?,
         };
-        self.send_content(conversation, content, uuid::Uuid::new_v4(), labels)
-            .await
+        Ok((conversation, labels))
     }
 
     /// Scan `text` under the organisation's signed DLP document; returns the labels to attach.
@@ -1023,6 +1142,7 @@ impl WardClient {
                 journal: None,
                 break_glass_grant,
                 to_role: None,
+                blobs: Vec::new(),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -1098,6 +1218,7 @@ impl WardClient {
                 journal: journal.clone(),
                 break_glass_grant: None,
                 to_role: to_role.clone(),
+                blobs: blobs_of(&content),
             };
             self.profile.data.outbox.push(item.clone());
             self.save()?;
@@ -1111,6 +1232,7 @@ impl WardClient {
                         message_id: resp.message_id,
                         seq: resp.seq,
                         to_role: resp.to_role,
+                        attachments: content.attachments.iter().map(AttachmentInfo::of).collect(),
                     });
                 }
                 Err(e) if e.is(ErrorCode::EpochConflict) => {
@@ -1160,7 +1282,7 @@ impl WardClient {
                     labels: item.labels.clone(),
                     journal: item.journal.clone(),
                     break_glass_grant: item.break_glass_grant,
-                    blobs: Vec::new(),
+                    blobs: item.blobs.clone(),
                     to_role: item.to_role.clone(),
                 },
             )
@@ -1217,6 +1339,7 @@ impl WardClient {
             outgoing: true,
             to_role: content.role_addressing().map(|r| r.role),
             acknowledges: content.acknowledgement(),
+            attachment_descriptors: content.attachments.clone(),
         });
     }
 
@@ -1442,6 +1565,7 @@ impl WardClient {
                         outgoing: false,
                         to_role: content.role_addressing().map(|r| r.role),
                         acknowledges: content.acknowledgement(),
+                        attachment_descriptors: content.attachments,
                     };
                     report.messages.push(m.clone());
                     self.profile.data.messages.push(m);
@@ -1679,6 +1803,15 @@ fn text_of(content: &MessageContent) -> String {
         Body::Text { text } => text.clone(),
         _ => "[a message this version cannot show; update Ward]".to_owned(),
     }
+}
+
+/// The blob ids a message's content references (attachments and their thumbnails).
+fn blobs_of(content: &MessageContent) -> Vec<uuid::Uuid> {
+    content
+        .attachments
+        .iter()
+        .flat_map(|a| std::iter::once(a.blob_id).chain(a.thumbnail.as_ref().map(|t| t.blob_id)))
+        .collect()
 }
 
 fn now_ms() -> i64 {

@@ -142,6 +142,46 @@ pub struct StoredMessage {
     /// The message this one acknowledges, with the response, who and in which role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledges: Option<ward_core::role_message::Acknowledgement>,
+    /// Its attachments (ADR 0015): the descriptors with their keys, kept only in the
+    /// encrypted profile. [`StoredMessage::attachments`] lists what may be shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachment_descriptors: Vec<ward_core::attachment::AttachmentDescriptor>,
+}
+
+/// What a message's attachment is, without its key: what a user interface shows and what
+/// `ward sync --json` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachmentInfo {
+    /// The blob holding its ciphertext on the server.
+    pub blob_id: uuid::Uuid,
+    /// The file name the sender gave it.
+    pub file_name: String,
+    /// Its media type, checked by content on the sender's side.
+    pub media_type: String,
+    /// Its size in bytes (plaintext, after metadata stripping).
+    pub size: u64,
+}
+
+impl AttachmentInfo {
+    /// The metadata of a descriptor.
+    pub fn of(d: &ward_core::attachment::AttachmentDescriptor) -> Self {
+        AttachmentInfo {
+            blob_id: d.blob_id,
+            file_name: d.file_name.clone(),
+            media_type: d.media_type.clone(),
+            size: d.size,
+        }
+    }
+}
+
+impl StoredMessage {
+    /// The message's attachments, without their keys.
+    pub fn attachments(&self) -> Vec<AttachmentInfo> {
+        self.attachment_descriptors
+            .iter()
+            .map(AttachmentInfo::of)
+            .collect()
+    }
 }
 
 /// A write waiting for the server's acknowledgement. Retried with the same client message id,
@@ -180,6 +220,10 @@ pub struct OutboxItem {
     /// For an application message to a clinical role: the role and priority (ADR 0018).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_role: Option<ward_proto::RoleAddress>,
+    /// For an application message with attachments: their blob ids, sent in
+    /// `SendEnvelopeRequest::blobs` (a retried send names them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<uuid::Uuid>,
 }
 
 /// An open, locked profile.
@@ -195,6 +239,11 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile directory (on the same file system as everything the SDK writes for it).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// True when `dir` holds a profile.
     pub fn exists(dir: &Path) -> bool {
         dir.join(PROFILE_FILE).exists()

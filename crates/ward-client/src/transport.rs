@@ -139,14 +139,15 @@ impl Api {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, WardError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(transport_error)?;
+        Self::json_answer(resp).await
+    }
+
+    async fn json_answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, WardError> {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(transport_error)?;
         if status.is_success() {
@@ -155,29 +156,96 @@ impl Api {
                 WardError::Transport(format!("unexpected answer from the server: {e}"))
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) if b.error.code == ErrorCode::Unauthenticated => {
-                Err(WardError::SessionExpired(b.error.message))
-            }
-            Ok(ErrorBody {
-                error:
-                    ErrorDetail {
-                        code: ErrorCode::DeviceWiped,
-                        wipe: Some(instruction),
-                        ..
-                    },
-            }) => Err(WardError::WipeOrdered(Box::new(instruction))),
-            Ok(b) => Err(WardError::Api {
-                code: b.error.code,
-                message: b.error.message,
-                current_epoch: b.error.current_epoch,
-            }),
-            Err(_) => Err(WardError::Transport(format!(
-                "server answered HTTP {status}"
-            ))),
-        }
+        Err(error_of(status, &bytes))
     }
 
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    /// PUT raw bytes (`application/octet-stream`), expect JSON. The request may take up to
+    /// `timeout` (a part of a large upload on a slow link).
+    pub async fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<T, WardError> {
+        let resp = self
+            .request(reqwest::Method::PUT, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        Self::json_answer(resp).await
+    }
+
+    /// DELETE, expect no body.
+    pub async fn delete(&self, path: &str) -> Result<(), WardError> {
+        let resp = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let _: serde_json::Value = Self::json_answer(resp).await?;
+        Ok(())
+    }
+
+    /// GET bytes `first..=last` of a binary resource; the response (status checked: 206, or
+    /// 200 when the range is the whole resource) is returned for the caller to stream.
+    pub async fn get_range(
+        &self,
+        path: &str,
+        first: u64,
+        last: u64,
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::Response, WardError> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .header(reqwest::header::RANGE, format!("bytes={first}-{last}"))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.map_err(transport_error)?;
+        Err(error_of(status, &bytes))
+    }
+}
+
+/// The error a failed answer stands for.
+fn error_of(status: reqwest::StatusCode, bytes: &[u8]) -> WardError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) if b.error.code == ErrorCode::Unauthenticated => {
+            WardError::SessionExpired(b.error.message)
+        }
+        Ok(ErrorBody {
+            error:
+                ErrorDetail {
+                    code: ErrorCode::DeviceWiped,
+                    wipe: Some(instruction),
+                    ..
+                },
+        }) => WardError::WipeOrdered(Box::new(instruction)),
+        Ok(b) => WardError::Api {
+            code: b.error.code,
+            message: b.error.message,
+            current_epoch: b.error.current_epoch,
+        },
+        Err(_) => WardError::Transport(format!("server answered HTTP {status}")),
+    }
+}
+
+impl Api {
     /// Open the WebSocket `/v1/ws` with the session token.
     pub async fn websocket(
         &self,

@@ -39,6 +39,7 @@ use ward_proto::{CreateUserRequest, Role, SendEnvelopeResponse, SyncResponse, Us
 use ward_server::config::{Config, Overrides, RawConfig};
 use ward_server::service::Actor;
 
+mod attachments;
 mod connections;
 mod escalation;
 
@@ -94,6 +95,17 @@ pub struct BenchArgs {
     /// real clock (about 30 s + 1.5 s per sample).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=200))]
     escalation_samples: Option<u32>,
+    /// Another benchmark instead of the chat workload.
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+}
+
+/// Benchmarks other than the chat workload.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// Encrypted attachments through the SDK against a `ward serve` child process: upload and
+    /// download throughput and the peak memory of client and server.
+    Attachments(attachments::AttachmentBenchArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -953,6 +965,19 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             escalation::print_summary(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(BenchWhat::Attachments(a)) = args.what.clone() {
+        let report = attachments::run(a).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            attachments::print_summary(&report);
         }
         return Ok(ExitCode::SUCCESS);
     }

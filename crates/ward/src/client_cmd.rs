@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use ward_client::{EnrollParams, StoredMessage, Target, WardClient};
+use ward_client::{EnrollParams, ProgressFn, StoredMessage, Target, WardClient};
 use ward_core::Priority;
 use ward_proto::{ConversationId, MessageId, Username};
 use zeroize::Zeroizing;
@@ -62,7 +62,11 @@ pub struct SendArgs {
     /// A template variable, KEY=VALUE (repeat for each variable).
     #[arg(long = "var", value_name = "KEY=VALUE", requires = "template")]
     vars: Vec<String>,
-    /// The text (read from stdin when absent).
+    /// Attach a file (repeatable): checked by content against the organisation's policy,
+    /// stripped of image metadata, encrypted on this device and uploaded.
+    #[arg(long = "attach", value_name = "FILE")]
+    attach: Vec<PathBuf>,
+    /// The text (read from stdin when absent and nothing is attached).
     text: Option<String>,
 }
 
@@ -70,8 +74,12 @@ pub struct SendArgs {
 #[derive(Args)]
 pub struct SyncArgs {
     /// Keep running and print messages as they arrive.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "download_dir")]
     follow: bool,
+    /// Download, verify and decrypt the new messages' attachments into this directory
+    /// (never overwriting: a taken name gets ` (1)`, ` (2)`, …); prints the paths written.
+    #[arg(long, value_name = "DIR")]
+    download_dir: Option<PathBuf>,
 }
 
 /// `ward group …`.
@@ -318,6 +326,7 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
     }
     let text = match args.text {
         Some(t) => t,
+        None if !args.attach.is_empty() => String::new(),
         None => {
             let mut t = String::new();
             std::io::stdin()
@@ -326,7 +335,7 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
             t.trim_end_matches('\n').to_owned()
         }
     };
-    if text.trim().is_empty() {
+    if text.trim().is_empty() && args.attach.is_empty() {
         bail!("the message is empty");
     }
     let (Some(target), None) = (target, &args.to_role) else {
@@ -334,10 +343,15 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
         return crate::role_cmd::send_to_role(dir, role, &text, priority, args.confirm_phi, json)
             .await;
     };
+    for f in &args.attach {
+        if !f.is_file() {
+            bail!("cannot attach {}: no such file", f.display());
+        }
+    }
     let mut client = open(dir)?;
     let target = match (patient, target) {
         (Some(p), target) => Target::Conversation(client.bind_patient_to(target, p).await?),
-        (None, Target::User(u)) => {
+        (None, Target::User(u)) if args.attach.is_empty() => {
             let c = client
                 .send_direct_covered(&u, &text, priority, args.confirm_phi)
                 .await?;
@@ -345,9 +359,24 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
         }
         (None, target) => target,
     };
-    let sent = client
-        .send_message(target, &text, priority, args.confirm_phi)
-        .await?;
+    let sent = if args.attach.is_empty() {
+        client
+            .send_message(target, &text, priority, args.confirm_phi)
+            .await?
+    } else {
+        let mut bar = crate::progress::Bar::new();
+        let mut draw = bar.drawer();
+        client
+            .send_with_attachments(
+                target,
+                &text,
+                &args.attach,
+                priority,
+                args.confirm_phi,
+                draw.as_mut().map(|f| f as ProgressFn<'_>),
+            )
+            .await?
+    };
     print_sent(&sent, json)
 }
 
@@ -359,20 +388,52 @@ fn print_sent(sent: &ward_client::Sent, json: bool) -> anyhow::Result<()> {
             "Sent message {} (seq {}) in conversation {}.",
             sent.message_id, sent.seq, sent.conversation_id
         );
+        for a in &sent.attachments {
+            println!("  attached {}", describe(a));
+        }
     }
     Ok(())
 }
 
+fn describe(a: &ward_client::AttachmentInfo) -> String {
+    format!(
+        "{} ({}, {} bytes, blob {})",
+        a.file_name, a.media_type, a.size, a.blob_id
+    )
+}
+
 fn print_message(m: &StoredMessage, json: bool) {
+    print_message_with(m, &[], json);
+}
+
+/// One message; `saved` holds the paths its attachments were written to, in order (empty
+/// when they were not downloaded).
+fn print_message_with(m: &StoredMessage, saved: &[PathBuf], json: bool) {
+    let attachments = m.attachments();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "conversation_id": m.conversation_id, "message_id": m.message_id, "seq": m.seq,
-                "sender": m.sender, "sent_at": m.sent_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "priority": m.priority, "text": m.text,
+        let list: Vec<serde_json::Value> = attachments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut v = serde_json::json!({
+                    "file_name": a.file_name, "media_type": a.media_type, "size": a.size,
+                    "blob_id": a.blob_id,
+                });
+                if let Some(p) = saved.get(i) {
+                    v["saved_path"] = p.display().to_string().into();
+                }
+                v
             })
-        );
+            .collect();
+        let mut v = serde_json::json!({
+            "conversation_id": m.conversation_id, "message_id": m.message_id, "seq": m.seq,
+            "sender": m.sender, "sent_at": m.sent_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "priority": m.priority, "text": m.text,
+        });
+        if !list.is_empty() {
+            v["attachments"] = list.into();
+        }
+        println!("{v}");
     } else {
         let flag = if m.priority == "routine" {
             String::new()
@@ -387,6 +448,12 @@ fn print_message(m: &StoredMessage, json: bool) {
             m.conversation_id,
             m.seq.unwrap_or(0)
         );
+        for (i, a) in attachments.iter().enumerate() {
+            match saved.get(i) {
+                Some(p) => println!("  attachment {} saved to {}", describe(a), p.display()),
+                None => println!("  attachment {}", describe(a)),
+            }
+        }
     }
 }
 
@@ -404,6 +471,11 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
     }
     let report = client.sync().await?;
     let mut bannered = std::collections::BTreeSet::new();
+    if let Some(d) = &args.download_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create the download directory {}", d.display()))?;
+    }
+    let mut failed = 0usize;
     for m in &report.messages {
         if let Some(p) = client.conversation_patient(m.conversation_id)
             && bannered.insert(m.conversation_id)
@@ -418,7 +490,29 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
                 println!("{}", crate::clinical_cmd::banner(p));
             }
         }
-        print_message(m, json);
+        let saved = match &args.download_dir {
+            Some(d) if !m.attachment_descriptors.is_empty() => {
+                let mut bar = crate::progress::Bar::new();
+                let mut draw = bar.drawer();
+                let progress = draw.as_mut().map(|f| f as ProgressFn<'_>);
+                match client.download_attachments(m, d, progress).await {
+                    Ok(s) => s.into_iter().map(|s| s.saved_path).collect(),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!(
+                            "error: the attachments of message {} (conversation {}, seq {}) \
+                             were not all saved: {e}",
+                            m.message_id.map(|i| i.to_string()).unwrap_or_default(),
+                            m.conversation_id,
+                            m.seq.unwrap_or(0)
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        print_message_with(m, &saved, json);
     }
     for a in &report.alerts {
         crate::role_cmd::print_alert(a, json);
@@ -435,6 +529,9 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
     }
     if report.messages.is_empty() && report.alerts.is_empty() && !json {
         println!("No new messages.");
+    }
+    if failed > 0 {
+        bail!("{failed} message(s) had attachments that could not be saved (see above)");
     }
     Ok(())
 }
@@ -532,6 +629,39 @@ pub async fn group(dir: &Path, cmd: GroupCommand, json: bool) -> anyhow::Result<
 fn message_id(s: &str) -> anyhow::Result<MessageId> {
     s.parse()
         .map_err(|_| anyhow::anyhow!("{s:?} is not a message id (a UUID)"))
+}
+
+/// `ward download`.
+pub async fn download(dir: &Path, id: &str, out: &Path, json: bool) -> anyhow::Result<()> {
+    let client = open(dir)?;
+    let id = message_id(id)?;
+    let m = client
+        .history()
+        .iter()
+        .find(|m| m.message_id == Some(id))
+        .cloned()
+        .with_context(|| format!("message {id} is not in this device's history"))?;
+    if m.attachment_descriptors.is_empty() {
+        bail!("message {id} has no attachments");
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the download directory {}", out.display()))?;
+    let mut bar = crate::progress::Bar::new();
+    let mut draw = bar.drawer();
+    let saved = client
+        .download_attachments(&m, out, draw.as_mut().map(|f| f as ProgressFn<'_>))
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "message_id": id, "attachments": saved })
+        );
+    } else {
+        for s in saved {
+            println!("{} saved to {}", describe(&s.info), s.saved_path.display());
+        }
+    }
+    Ok(())
 }
 
 /// `ward read`.

@@ -7,6 +7,7 @@ mod breakglass_cmd;
 mod client_cmd;
 mod clinical_cmd;
 mod compliance;
+mod progress;
 mod retention_cmd;
 mod role_cmd;
 mod workflow_cmd;
@@ -54,6 +55,14 @@ enum Command {
     /// Create groups and change their members.
     #[command(subcommand)]
     Group(client_cmd::GroupCommand),
+    /// Download, verify and decrypt the attachments of a message in your history (again).
+    Download {
+        /// Message id.
+        message_id: String,
+        /// Directory to write them to (created if missing; nothing is overwritten).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Send a read receipt for a message.
     Read {
         /// Message id.
@@ -440,6 +449,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group(g) => client_cmd::group(&dir, g, json).await?,
         Command::Dnd(c) => clinical_cmd::dnd(&dir, c, json).await?,
         Command::Read { message_id } => client_cmd::read(&dir, &message_id, json).await?,
+        Command::Download {
+            message_id,
+            dir: out,
+        } => client_cmd::download(&dir, &message_id, &out, json).await?,
         Command::Status { message_id } => role_cmd::status(&dir, &message_id, json).await?,
         Command::Ack {
             message_id,

@@ -175,14 +175,14 @@ pub fn raise_fd_limit() -> anyhow::Result<u64> {
     Ok(hard)
 }
 
-struct Server {
+pub(super) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl Server {
     /// `ward serve` on 127.0.0.1 with TLS, limits raised for `connections`.
-    fn start(dir: &Path, connections: usize) -> anyhow::Result<Self> {
+    pub(super) fn start(dir: &Path, connections: usize) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("path of this binary")?;
         let mut child = Command::new(exe)
             .env_remove("WARD_MASTER_KEY")
@@ -222,15 +222,24 @@ impl Server {
     }
 
     fn rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident memory of the server so far (VmHWM), KiB.
+    pub(super) fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS of the server")
+            .with_context(|| format!("{field} of the server"))
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
