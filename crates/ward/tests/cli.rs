@@ -599,6 +599,43 @@ fn admin_policy_show_and_set_with_durations() {
     );
 }
 
+#[test]
+fn admin_policy_attachment_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, p, err) = admin_json(dir.path(), &["policy", "show"]);
+    assert!(ok, "{err}");
+    assert_eq!(p["attachment_max_bytes"], 2u64 << 30);
+    let (ok, p, err) = admin_json(
+        dir.path(),
+        &[
+            "policy",
+            "set",
+            "--attachment-max",
+            "500MiB",
+            "--attachment-quota",
+            "1TiB",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        (
+            p["attachment_max_bytes"].as_u64(),
+            p["attachment_quota_bytes"].as_u64()
+        ),
+        (Some(500 << 20), Some(1 << 40))
+    );
+    let (ok, _, err) = admin_json(dir.path(), &["policy", "set", "--attachment-max", "2GB"]);
+    assert!(!ok && err.contains("size unit"), "{err}");
+    let (ok, _, err) = admin_json(
+        dir.path(),
+        &["policy", "set", "--attachment-quota", "100MiB"],
+    );
+    assert!(
+        !ok && err.contains("attachment_max_bytes must be at most attachment_quota_bytes"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_device_wipe_erases_the_profile_on_next_sync() {
     let dir = tempfile::tempdir().unwrap();
