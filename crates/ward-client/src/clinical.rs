@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 use ward_core::journal::JournalKeyPair;
-use ward_core::patient_index::{PatientIdentifier, open_patient_tag, seal_patient_tag};
+use ward_core::patient_index::{PatientIdentifier, PatientTagOpener, seal_patient_tag};
 use ward_core::{MessageContent, PatientContext, Priority};
 use ward_proto::{
     ConversationId, DirectoryEntry, DndInfo, DndRequest, PatientIndexEntry, PatientIndexPage,
@@ -318,13 +318,22 @@ pub fn match_patient_tags(
     entries: &[PatientIndexEntry],
     out: &mut PatientSearch,
 ) {
+    // One opener per key: deriving the private key costs more than opening a tag.
+    let openers: Vec<(&str, Option<PatientTagOpener>)> = keys
+        .iter()
+        .map(|k| (k.public().key_id(), PatientTagOpener::new(k).ok()))
+        .collect();
     for e in entries {
         out.examined += 1;
-        let Some(pair) = keys.iter().find(|k| k.public().key_id() == e.key_id) else {
+        let Some((_, opener)) = openers.iter().find(|(id, _)| *id == e.key_id) else {
             out.other_key += 1;
             continue;
         };
-        match open_patient_tag(pair, e.conversation_id, e.tag.as_slice()) {
+        let Some(opener) = opener else {
+            out.unopened += 1;
+            continue;
+        };
+        match opener.open(e.conversation_id, e.tag.as_slice()) {
             Ok(found) if &found == identifier => {
                 if !out.conversations.contains(&e.conversation_id) {
                     out.conversations.push(e.conversation_id);

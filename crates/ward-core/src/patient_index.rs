@@ -167,36 +167,60 @@ pub fn seal_patient_tag(
     Ok(enc)
 }
 
-/// Opens a tag stored for `conversation` with the organisation's key pair.
+/// Opens tags with one key pair; derives the HPKE private key once (the X-Wing derivation
+/// costs more than an open), so a search over the whole index stays linear in opens.
+pub struct PatientTagOpener {
+    suite: hpke_rs::Hpke<hpke_rs::libcrux::HpkeLibcrux>,
+    private: hpke_rs::HpkePrivateKey,
+}
+
+impl PatientTagOpener {
+    /// Prepares to open tags sealed to `pair`'s public key.
+    pub fn new(pair: &JournalKeyPair) -> Result<Self, JournalError> {
+        let suite = hpke(HpkeLibcruxPrng::from_seed([0; 32]));
+        let keys = suite
+            .derive_key_pair(pair.secret())
+            .map_err(|e| JournalError::Crypto(format!("{e:?}")))?;
+        let (private, _) = keys.into_keys();
+        Ok(Self { suite, private })
+    }
+
+    /// Opens a tag stored for `conversation`.
+    pub fn open(
+        &self,
+        conversation: ConversationId,
+        tag: &[u8],
+    ) -> Result<PatientIdentifier, JournalError> {
+        if tag.len() <= JOURNAL_ENC_LEN {
+            return Err(JournalError::Open);
+        }
+        let (enc, ciphertext) = tag.split_at(JOURNAL_ENC_LEN);
+        let plaintext = Zeroizing::new(
+            self.suite
+                .open(
+                    enc,
+                    &self.private,
+                    TAG_INFO,
+                    conversation.0.as_bytes(),
+                    ciphertext,
+                    None,
+                    None,
+                    None,
+                )
+                .map_err(|_| JournalError::Open)?,
+        );
+        PatientIdentifier::decode(&plaintext)
+    }
+}
+
+/// Opens one tag stored for `conversation` with the organisation's key pair (see
+/// [`PatientTagOpener`] for many).
 pub fn open_patient_tag(
     pair: &JournalKeyPair,
     conversation: ConversationId,
     tag: &[u8],
 ) -> Result<PatientIdentifier, JournalError> {
-    if tag.len() <= JOURNAL_ENC_LEN {
-        return Err(JournalError::Open);
-    }
-    let (enc, ciphertext) = tag.split_at(JOURNAL_ENC_LEN);
-    let suite = hpke(HpkeLibcruxPrng::from_seed([0; 32]));
-    let keys = suite
-        .derive_key_pair(pair.secret())
-        .map_err(|e| JournalError::Crypto(format!("{e:?}")))?;
-    let (private, _) = keys.into_keys();
-    let plaintext = Zeroizing::new(
-        suite
-            .open(
-                enc,
-                &private,
-                TAG_INFO,
-                conversation.0.as_bytes(),
-                ciphertext,
-                None,
-                None,
-                None,
-            )
-            .map_err(|_| JournalError::Open)?,
-    );
-    PatientIdentifier::decode(&plaintext)
+    PatientTagOpener::new(pair)?.open(conversation, tag)
 }
 
 impl PatientContext {

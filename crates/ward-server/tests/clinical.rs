@@ -136,10 +136,48 @@ async fn templates_are_validated_listed_and_deleted() {
     assert!(actions.contains(&"template.delete".to_owned()));
 }
 
+/// A fresh, migrated schema of the PostgreSQL test database (`WARD_TEST_POSTGRES_URL`) and
+/// the URL selecting it; `None` when `WARD_TEST_POSTGRES=skip`.
+async fn postgres_schema() -> Option<(String, String)> {
+    if std::env::var("WARD_TEST_POSTGRES").as_deref() == Ok("skip") {
+        return None;
+    }
+    let url = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("ward_clin_{}", uuid::Uuid::new_v4().simple());
+    let store = ward_store_postgres::PgStore::connect_isolated(&url, &schema)
+        .await
+        .expect("PostgreSQL test database (WARD_TEST_POSTGRES=skip to skip)");
+    store.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((format!("{url}{sep}options[search_path]={schema}"), schema))
+}
+
+async fn drop_schema(schema: &str) {
+    let url = std::env::var("WARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    ward_store_postgres::PgStore::drop_schema(&url, schema)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn do_not_disturb_hands_role_and_direct_messages_to_the_cover() {
+    do_not_disturb_scenario(None).await;
+}
+
+#[tokio::test]
+async fn do_not_disturb_on_postgres() {
+    if let Some((url, schema)) = postgres_schema().await {
+        do_not_disturb_scenario(Some(url)).await;
+        drop_schema(&schema).await;
+    }
+}
+
+async fn do_not_disturb_scenario(database_url: Option<String>) {
     let server = TestServer::start_with(ServerOptions {
         manual_clock: true,
+        database_url,
         ..Default::default()
     })
     .await;
@@ -285,7 +323,23 @@ async fn do_not_disturb_hands_role_and_direct_messages_to_the_cover() {
 
 #[tokio::test]
 async fn patient_tags_need_a_staff_member_a_known_key_and_a_plausible_size() {
-    let server = TestServer::start().await;
+    patient_tag_scenario(None).await;
+}
+
+#[tokio::test]
+async fn patient_tags_on_postgres() {
+    if let Some((url, schema)) = postgres_schema().await {
+        patient_tag_scenario(Some(url)).await;
+        drop_schema(&schema).await;
+    }
+}
+
+async fn patient_tag_scenario(database_url: Option<String>) {
+    let server = TestServer::start_with(ServerOptions {
+        database_url,
+        ..Default::default()
+    })
+    .await;
     let phys = server.enroll("phys", Role::Physician).await;
     let other = server.enroll("other", Role::Physician).await;
     let (s, b) = phys
