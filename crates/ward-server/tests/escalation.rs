@@ -510,5 +510,23 @@ async fn unknown_role_nobody_on_call_and_bad_input() {
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["message_id"], first["message_id"]);
     assert_eq!(kinds(&drain(&s.dr_b).await), ["notify"]);
+
+    // A recipient device revoked before it received the message: "failed".
+    s.server
+        .services
+        .revoke_device(
+            &ward_server::service::Actor::cli(),
+            ward_server::service::DeviceScope::Any,
+            s.dr_a.device_id.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let st = status(&s.medic, first["message_id"].as_str().unwrap()).await;
+    assert_eq!(device_states(&st, "dr-a"), ["queued", "failed"], "{st}");
+    assert_eq!(
+        device_states(&st, "dr-b"),
+        ["queued", "sent", "delivered"],
+        "{st}"
+    );
     s.server.stop().await;
 }
