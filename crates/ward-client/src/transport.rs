@@ -186,17 +186,6 @@ impl Api {
         Self::json_answer(resp).await
     }
 
-    /// DELETE, expect no body.
-    pub async fn delete(&self, path: &str) -> Result<(), WardError> {
-        let resp = self
-            .request(reqwest::Method::DELETE, path)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let _: serde_json::Value = Self::json_answer(resp).await?;
-        Ok(())
-    }
-
     /// GET bytes `first..=last` of a binary resource; the response (status checked: 206, or
     /// 200 when the range is the whole resource) is returned for the caller to stream.
     pub async fn get_range(

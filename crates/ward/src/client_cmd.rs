@@ -314,6 +314,9 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
     let patient = args.patient.patient()?;
     if let Some(name) = &args.template {
         let vars = crate::clinical_cmd::template_vars(&args.vars)?;
+        let Some(target) = target else {
+            bail!("--template sends to --to USERNAME or --conversation ID, not to a role");
+        };
         let mut client = open(dir)?;
         let target = match patient {
             Some(p) => Target::Conversation(client.bind_patient_to(target, p).await?),
