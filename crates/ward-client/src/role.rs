@@ -78,19 +78,66 @@ impl WardClient {
         priority: Priority,
         confirm_phi: bool,
     ) -> Result<RoleSent, WardError> {
+        self.send_to_role_with_attachments(role, text, &[], priority, confirm_phi, None)
+            .await
+    }
+
+    /// [`Self::send_to_role`] with files attached (a 12-lead ECG from the ambulance): each
+    /// file is checked and encrypted before anything is sent, then uploaded into the new
+    /// conversation, so every tier of the chain can open it when it is escalated to.
+    pub async fn send_to_role_with_attachments(
+        &mut self,
+        role: &ClinicalRoleName,
+        text: &str,
+        files: &[std::path::PathBuf],
+        priority: Priority,
+        confirm_phi: bool,
+        progress: Option<crate::ProgressFn<'_>>,
+    ) -> Result<RoleSent, WardError> {
+        let mut prepared = Vec::new();
         let r = self
-            .send_to_role_inner(role, text, priority, confirm_phi)
+            .send_to_role_inner(
+                role,
+                text,
+                files,
+                &mut prepared,
+                priority,
+                confirm_phi,
+                progress,
+            )
             .await;
+        for p in &prepared {
+            let _ = std::fs::remove_file(&p.ciphertext_path);
+        }
         self.obey_wipe(r).await
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the public entry points name each"
+    )]
     async fn send_to_role_inner(
         &mut self,
         role: &ClinicalRoleName,
         text: &str,
+        files: &[std::path::PathBuf],
+        prepared: &mut Vec<crate::attachments::PreparedAttachment>,
         priority: Priority,
         confirm_phi: bool,
+        mut progress: Option<crate::ProgressFn<'_>>,
     ) -> Result<RoleSent, WardError> {
+        if files.len() > ward_core::attachment::MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(WardError::InvalidInput(format!(
+                "{} files attached; at most {} per message",
+                files.len(),
+                ward_core::attachment::MAX_ATTACHMENTS_PER_MESSAGE
+            )));
+        }
+        if text.trim().is_empty() && files.is_empty() {
+            return Err(WardError::InvalidInput(
+                "the message is empty: give text or attach a file".into(),
+            ));
+        }
         let me = self.profile.data.username.clone();
         let mut content = MessageContent::text(text, priority, now_ms());
         content.set_role_addressing(&RoleAddressing {
@@ -116,11 +163,26 @@ impl WardClient {
                  message not sent"
             )));
         }
+        // Refuse a bad file before the group exists or anything reaches the server.
+        for f in files {
+            prepared.push(self.prepare_file(f).await?);
+        }
+        let mut scanned = text.to_owned();
+        for p in prepared.iter() {
+            scanned.push('\n');
+            scanned.push_str(&p.file_name);
+        }
         let labels = self
-            .dlp_check(text, ConversationKind::Group, confirm_phi)
+            .dlp_check(&scanned, ConversationKind::Group, confirm_phi)
             .await?;
         let name = format!("{role} ({})", priority.as_str());
         let conversation = self.create_group(&name, &members).await?;
+        for p in prepared.iter() {
+            let d = self
+                .upload_attachment(conversation, p, crate::transfer::lend(&mut progress))
+                .await?;
+            content.attachments.push(d);
+        }
         let sent = self
             .send_content_to(
                 conversation,

@@ -3,10 +3,9 @@
 //! not acknowledge; after the deadline the backup is notified, reads the message and
 //! acknowledges; the sender sees every state change with timestamps; the audit log holds the
 //! whole story; the message text is nowhere in the server's files.
-//!
-//! The attachment (the 12-lead ECG itself) is built in parallel (ADR 0015); once merged, the
-//! send in [`paramedic_sends`] is where it is attached, and the backup's download goes after
-//! its read.
+//! The 12-lead ECG travels as an encrypted PDF attachment (ADR 0015, 0017): the backup
+//! downloads it byte-exact after the escalation, and neither its content nor the text is in
+//! the server's files.
 
 #![allow(
     clippy::unwrap_used,
@@ -92,11 +91,29 @@ async fn roles(server: &TestServer) {
     .unwrap();
 }
 
-/// The paramedic's send (with the ECG attachment once ADR 0015's client API is merged).
+/// A 12-lead ECG as the ambulance's monitor exports it (a small PDF).
+fn ecg_pdf() -> Vec<u8> {
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+      2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\n\
+      % 12-lead ECG, ST elevation V2-V4 (ECG-PDF-MARKER)\n\
+      trailer << /Root 1 0 R >>\n%%EOF\n"
+        .to_vec()
+}
+
+/// The paramedic's send: the text and the ECG, to the role.
 async fn paramedic_sends(paramedic: &mut Device) -> RoleSent {
+    let ecg = paramedic._dir.path().join("ecg-12-lead.pdf");
+    std::fs::write(&ecg, ecg_pdf()).unwrap();
     paramedic
         .client
-        .send_to_role(&role("cardiology-on-call"), ECG_TEXT, Priority::Stat, false)
+        .send_to_role_with_attachments(
+            &role("cardiology-on-call"),
+            ECG_TEXT,
+            &[ecg],
+            Priority::Stat,
+            false,
+            None,
+        )
         .await
         .unwrap()
 }
@@ -199,7 +216,23 @@ async fn ecg_stat_to_cardiology_escalates_to_the_backup_who_acknowledges() {
         [AlertKind::Escalated]
     );
     assert_eq!(r.alerts[0].tier_role, Some(role("cardiology-backup")));
-    // The backup reads it and takes it.
+    // The backup opens the ECG (byte-exact after decryption), reads and takes it.
+    let m = backup
+        .client
+        .history()
+        .iter()
+        .find(|m| m.message_id == Some(id))
+        .cloned()
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let saved = backup
+        .client
+        .download_attachments(&m, out.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(saved.len(), 1);
+    assert_eq!(saved[0].info.media_type, "application/pdf");
+    assert_eq!(std::fs::read(&saved[0].saved_path).unwrap(), ecg_pdf());
     backup.client.mark_read(id).await.unwrap();
     let after = backup
         .client
@@ -281,6 +314,17 @@ async fn ecg_stat_to_cardiology_escalates_to_the_backup_who_acknowledges() {
             "escalation.ack",
         ]
     );
+    // The ECG's upload by the paramedic's device and its download by the backup's.
+    for action in [
+        "blob.upload_create",
+        "blob.upload_complete",
+        "blob.download",
+    ] {
+        assert!(
+            log.iter().any(|r| r.action == action),
+            "no {action} audit record"
+        );
+    }
     let sent_rec = log
         .iter()
         .find(|r| r.action == "message.send_to_role")
@@ -306,7 +350,9 @@ async fn ecg_stat_to_cardiology_escalates_to_the_backup_who_acknowledges() {
 
     // No plaintext reaches the server: not in the database, its WAL, or anything else.
     server.services.audit.checkpoint().await.unwrap();
-    let hits = files_contain(server.data_dir.path(), b"ECG-E2E-MARKER");
-    assert!(hits.is_empty(), "plaintext found in {hits:?}");
+    for marker in [&b"ECG-E2E-MARKER"[..], b"ECG-PDF-MARKER", b"ecg-12-lead"] {
+        let hits = files_contain(server.data_dir.path(), marker);
+        assert!(hits.is_empty(), "plaintext found in {hits:?}");
+    }
     server.stop().await;
 }

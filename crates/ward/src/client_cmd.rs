@@ -343,8 +343,21 @@ pub async fn send(dir: &Path, args: SendArgs, json: bool) -> anyhow::Result<()> 
     }
     let (Some(target), None) = (target, &args.to_role) else {
         let role = args.to_role.as_deref().unwrap_or_default();
-        return crate::role_cmd::send_to_role(dir, role, &text, priority, args.confirm_phi, json)
-            .await;
+        for f in &args.attach {
+            if !f.is_file() {
+                bail!("cannot attach {}: no such file", f.display());
+            }
+        }
+        return crate::role_cmd::send_to_role(
+            dir,
+            role,
+            &text,
+            &args.attach,
+            priority,
+            args.confirm_phi,
+            json,
+        )
+        .await;
     };
     for f in &args.attach {
         if !f.is_file() {

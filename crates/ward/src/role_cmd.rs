@@ -17,14 +17,24 @@ pub async fn send_to_role(
     dir: &Path,
     role: &str,
     text: &str,
+    attach: &[std::path::PathBuf],
     priority: ward_core::Priority,
     confirm_phi: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let role = ClinicalRoleName::parse(role).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut client = crate::client_cmd::open(dir)?;
+    let mut bar = crate::progress::Bar::new();
+    let mut draw = bar.drawer();
     let sent: RoleSent = client
-        .send_to_role(&role, text, priority, confirm_phi)
+        .send_to_role_with_attachments(
+            &role,
+            text,
+            attach,
+            priority,
+            confirm_phi,
+            draw.as_mut().map(|f| f as ward_client::ProgressFn<'_>),
+        )
         .await?;
     if json {
         println!("{}", serde_json::to_string(&sent)?);
