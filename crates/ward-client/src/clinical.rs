@@ -65,14 +65,7 @@ impl WardClient {
         self.require_index_key().await?;
         self.flush_outbox().await?;
         let id = match target {
-            Target::Conversation(id) => {
-                if !self.core.has_group(id) || !self.core.is_active(id) {
-                    return Err(WardError::InvalidInput(format!(
-                        "this device is not in conversation {id} (not added yet, or removed)"
-                    )));
-                }
-                id
-            }
+            Target::Conversation(id) => self.active_conversation(id)?,
             Target::User(u) => self.direct_conversation(&u).await?,
         };
         self.bind_patient(id, patient).await?;

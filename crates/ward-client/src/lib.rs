@@ -607,17 +607,21 @@ impl WardClient {
         }
         let labels = self.dlp_check(&scanned, kind, confirm_phi).await?;
         let conversation = match target {
-            Target::Conversation(id) => {
-                if !self.core.has_group(id) || !self.core.is_active(id) {
-                    return Err(WardError::InvalidInput(format!(
-                        "this device is not in conversation {id} (not added yet, or removed)"
-                    )));
-                }
-                id
-            }
+            Target::Conversation(id) => self.active_conversation(id)?,
             Target::User(u) => self.direct_conversation(&u).await?,
         };
         Ok((conversation, labels))
+    }
+
+    /// `id` if this device is an active member of it, else an error saying so.
+    fn active_conversation(&self, id: ConversationId) -> Result<ConversationId, WardError> {
+        if self.core.has_group(id) && self.core.is_active(id) {
+            Ok(id)
+        } else {
+            Err(WardError::InvalidInput(format!(
+                "this device is not in conversation {id} (not added yet, or removed)"
+            )))
+        }
     }
 
     /// Scan `text` under the organisation's signed DLP document; returns the labels to attach.
