@@ -192,6 +192,8 @@ pub async fn start_with_clock(
 
 /// How often the blob collector runs, on the service clock.
 const BLOB_COLLECT_EVERY: time::Duration = time::Duration::hours(1);
+/// How often the object store is swept for objects without a record: it lists every object.
+const BLOB_SWEEP_EVERY: time::Duration = time::Duration::days(1);
 
 /// Periodic work: audit checkpoints, purging expired sessions, the retention purge
 /// (ADR 0013) whenever its interval has passed on the service clock, and the blob collector
@@ -200,6 +202,7 @@ async fn background_jobs(services: Arc<Services>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut last_purge = None;
     let mut last_collect: Option<time::OffsetDateTime> = None;
+    let mut last_sweep: Option<time::OffsetDateTime> = None;
     loop {
         every.tick().await;
         let now = services.now();
@@ -213,6 +216,19 @@ async fn background_jobs(services: Arc<Services>) {
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "blob collector failed"),
+            }
+        }
+        if services.blob_objects.get().is_some()
+            && last_sweep.is_none_or(|l| now - l >= BLOB_SWEEP_EVERY)
+        {
+            last_sweep = Some(now);
+            match services.sweep_orphaned_objects().await {
+                Ok(r) => tracing::info!(
+                    blobs = r.blobs_seen,
+                    orphans_removed = r.orphans_removed,
+                    "blob object sweep ran"
+                ),
+                Err(e) => tracing::warn!(error = %e, "blob object sweep failed"),
             }
         }
         if service::retention::purge_due(&services.policy().retention, last_purge, now) {

@@ -235,6 +235,30 @@ impl BlobObjects {
             .boxed()
     }
 
+    /// Every blob with objects in the store and when its newest part was written (Unix
+    /// seconds). Keys that are not `<uuid>/<offset>` are not ours and are skipped.
+    pub async fn stored_blobs(&self) -> object_store::Result<Vec<(uuid::Uuid, i64)>> {
+        let mut newest: std::collections::HashMap<uuid::Uuid, i64> = Default::default();
+        let depth = self.prefix.as_ref().map_or(0, |p| p.parts().count());
+        let mut listing = self.store.list(self.prefix.as_ref());
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let mut parts = meta.location.parts().skip(depth);
+            let Some(id) = parts
+                .next()
+                .and_then(|p| uuid::Uuid::parse_str(p.as_ref()).ok())
+            else {
+                continue;
+            };
+            let written = meta.last_modified.timestamp();
+            newest
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(written))
+                .or_insert(written);
+        }
+        Ok(newest.into_iter().collect())
+    }
+
     /// Remove every part of a blob (nothing to remove is fine).
     pub async fn delete(&self, blob: uuid::Uuid) -> object_store::Result<()> {
         let dir = self.dir(blob);

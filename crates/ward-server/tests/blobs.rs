@@ -771,6 +771,58 @@ async fn retention_scenario(server: TestServer) {
 
 /// moto's S3 server, installed on first use into a virtualenv under the cargo target
 /// directory (`moto[server]==5.2.5` from PyPI) and killed when dropped.
+/// Objects left without a record (a failed deletion) are swept once older than the grace
+/// period; blobs with a record and objects that are not blobs stay.
+#[tokio::test]
+async fn orphaned_objects_are_swept_after_the_grace_period() {
+    let server = start(true).await;
+    let alice = server.enroll("alice", Role::Physician).await;
+    let bob = server.enroll("bob", Role::Nurse).await;
+    let conv = group(&alice, &bob).await;
+    let kept = upload(&alice, &conv, &ciphertext(40)).await;
+    let orphan = upload(&alice, &conv, &ciphertext(2 * PART + 3)).await;
+    let foreign = server.data_dir.path().join("blobs").join("not-a-blob");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("note"), b"operator's file").unwrap();
+    assert!(
+        server
+            .services
+            .store
+            .delete_blob(orphan.parse().unwrap())
+            .await
+            .unwrap()
+    );
+    assert!(stored_blobs(&server).iter().any(|b| b == &orphan));
+
+    let r = server.services.sweep_orphaned_objects().await.unwrap();
+    assert_eq!(
+        (r.blobs_seen, r.orphans_removed),
+        (2, 0),
+        "inside the grace period"
+    );
+    server.advance(time::Duration::hours(25));
+    let r = server.services.sweep_orphaned_objects().await.unwrap();
+    assert_eq!((r.blobs_seen, r.orphans_removed), (2, 1));
+    let left: Vec<String> = stored_blobs(&server)
+        .into_iter()
+        .filter(|b| b != "not-a-blob")
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&kept));
+    assert!(
+        foreign.join("note").exists(),
+        "objects that are not blobs stay"
+    );
+    let audit = audit_actions(&server).await;
+    let swept: Vec<&Value> = audit
+        .iter()
+        .filter(|(a, d)| a == "blob.collect" && d["reason"] == "orphaned_objects")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(swept.len(), 1, "{audit:?}");
+    let r = server.services.sweep_orphaned_objects().await.unwrap();
+    assert_eq!((r.blobs_seen, r.orphans_removed), (1, 0));
+}
+
 struct Moto {
     child: std::process::Child,
     url: String,

@@ -50,6 +50,15 @@ pub struct CollectReport {
     pub unreferenced: u64,
 }
 
+/// What one sweep of the object store removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Blobs whose objects were in the store.
+    pub blobs_seen: u64,
+    /// Blobs whose objects had no record and were older than [`BLOB_GRACE`]: removed.
+    pub orphans_removed: u64,
+}
+
 fn upload_info(b: &Blob, part_size: u64) -> BlobUpload {
     BlobUpload {
         blob_id: b.id,
@@ -647,6 +656,43 @@ impl Services {
                 .await?;
         }
         Ok(gone.len() as u64)
+    }
+
+    /// The sweep: objects whose blob record is gone (a deletion of objects that failed after
+    /// the record was deleted, or a part written while its upload was being collected) and
+    /// whose newest part is older than [`BLOB_GRACE`] on the service clock. Reads the whole
+    /// listing and one record per stored blob, so the background jobs run it daily. Audited
+    /// `blob.collect` with reason `orphaned_objects` per blob.
+    pub async fn sweep_orphaned_objects(&self) -> ApiResult<SweepReport> {
+        let objects = self.objects()?;
+        let before = (self.now() - BLOB_GRACE).unix_timestamp();
+        let stored = objects
+            .stored_blobs()
+            .await
+            .map_err(|e| storage_error(&e))?;
+        let mut report = SweepReport {
+            blobs_seen: stored.len() as u64,
+            ..SweepReport::default()
+        };
+        for (id, written) in stored {
+            if written >= before || self.store.blob(id).await?.is_some() {
+                continue;
+            }
+            if let Err(e) = objects.delete(id).await {
+                tracing::warn!(blob = %id, error = %e, "could not delete orphaned blob objects");
+                continue;
+            }
+            self.audit
+                .record(
+                    &Actor::system(),
+                    "blob.collect",
+                    Some(id.to_string()),
+                    serde_json::json!({"reason": "orphaned_objects"}),
+                )
+                .await?;
+            report.orphans_removed += 1;
+        }
+        Ok(report)
     }
 
     /// The collector: uploads untouched for [`BLOB_GRACE`] and complete blobs that no message

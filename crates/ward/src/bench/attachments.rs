@@ -114,25 +114,63 @@ pub struct AttachmentReport {
     pub upload: Rate,
     /// Ranged download streamed into verification and decryption, written to disk.
     pub download: Rate,
-    /// Peak resident memory (VmHWM) of this process, the SDK client, KiB.
+    /// Peak resident memory (VmHWM) of this process, the SDK client, during the transfers
+    /// (the peak is reset after setup), KiB.
     pub client_peak_rss_kib: u64,
-    /// Peak resident memory (VmHWM) of the `ward serve` child process, KiB.
+    /// Peak resident memory (VmHWM) of the `ward serve` child during the transfers, KiB.
     pub server_peak_rss_kib: u64,
-    /// Both peaks under 64 MiB.
+    /// Resident memory of the client when the transfers start (after setup), KiB.
+    pub client_baseline_rss_kib: u64,
+    /// Resident memory of the server when the transfers start (after setup), KiB.
+    pub server_baseline_rss_kib: u64,
+    /// Peak of the client during setup (enrollment, MLS, the random file), KiB.
+    pub client_setup_peak_rss_kib: u64,
+    /// Peak of the server during setup (two password hashes with Argon2id at 19 MiB each,
+    /// TLS, SQLite), KiB.
+    pub server_setup_peak_rss_kib: u64,
+    /// Both transfer peaks under 64 MiB.
     pub memory_target_met: bool,
     pub machine: String,
     pub notes: Vec<String>,
 }
 
-fn peak_rss_kib() -> u64 {
+fn own_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Memory figures read when setup ends and the peaks are reset.
+#[derive(Default)]
+struct Baseline {
+    client_setup_peak: u64,
+    server_setup_peak: u64,
+    client_rss: u64,
+    server_rss: u64,
+}
+
+/// Reads the setup peaks, then resets `VmHWM` of this process and of the server to their
+/// current resident size (`clear_refs` value 5, Linux 4.0+), so the peaks measured next
+/// belong to the transfers alone.
+fn reset_peaks(server: &Server) -> anyhow::Result<Baseline> {
+    let client_setup_peak = own_status_kib("VmHWM:");
+    let server_setup_peak = server.peak_rss_kib()?;
+    for pid in ["self".to_owned(), server.pid().to_string()] {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .with_context(|| format!("reset the peak RSS of /proc/{pid}"))?;
+    }
+    Ok(Baseline {
+        client_setup_peak,
+        server_setup_peak,
+        client_rss: own_status_kib("VmRSS:"),
+        // Just reset, so the peak is the resident size now.
+        server_rss: server.peak_rss_kib()?,
+    })
 }
 
 /// An MP4 `ftyp` box: the file is a video by content (the type check refuses unrecognised
@@ -256,8 +294,8 @@ async fn run_in(args: &AttachmentBenchArgs, base: &Path) -> anyhow::Result<Attac
     let result = measure(args, &base, &data, &url, &ca_pem, &server).await;
     let server_peak = server.peak_rss_kib().unwrap_or(0);
     server.stop();
-    let (encrypt, upload, download, ciphertext_bytes) = result?;
-    let client_peak = peak_rss_kib();
+    let (encrypt, upload, download, ciphertext_bytes, baseline) = result?;
+    let client_peak = own_status_kib("VmHWM:");
     Ok(AttachmentReport {
         size_bytes: args.size,
         ciphertext_bytes,
@@ -267,6 +305,10 @@ async fn run_in(args: &AttachmentBenchArgs, base: &Path) -> anyhow::Result<Attac
         download: rate(download),
         client_peak_rss_kib: client_peak,
         server_peak_rss_kib: server_peak,
+        client_baseline_rss_kib: baseline.client_rss,
+        server_baseline_rss_kib: baseline.server_rss,
+        client_setup_peak_rss_kib: baseline.client_setup_peak,
+        server_setup_peak_rss_kib: baseline.server_setup_peak,
         memory_target_met: client_peak < TARGET_KIB && server_peak < TARGET_KIB,
         machine: super::machine(),
         notes: vec![
@@ -279,7 +321,7 @@ async fn run_in(args: &AttachmentBenchArgs, base: &Path) -> anyhow::Result<Attac
     })
 }
 
-type Phases = (Vec<f64>, Vec<f64>, Vec<f64>, u64);
+type Phases = (Vec<f64>, Vec<f64>, Vec<f64>, u64, Baseline);
 
 async fn measure(
     args: &AttachmentBenchArgs,
@@ -287,7 +329,7 @@ async fn measure(
     data: &Path,
     url: &str,
     ca_pem: &str,
-    _server: &Server,
+    server: &Server,
 ) -> anyhow::Result<Phases> {
     let mut alice = enroll(base, data, url, ca_pem, "alice").await?;
     let mut bob = enroll(base, data, url, ca_pem, "bob").await?;
@@ -311,6 +353,7 @@ async fn measure(
         move || random_file(&src, size)
     })
     .await??;
+    let baseline = reset_peaks(server)?;
     let mib = args.size as f64 / (1024.0 * 1024.0);
     let (mut enc, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
     let mut ciphertext_bytes = 0;
@@ -358,7 +401,7 @@ async fn measure(
         );
     }
     let _ = std::fs::remove_file(&src);
-    Ok((enc, up, down, ciphertext_bytes))
+    Ok((enc, up, down, ciphertext_bytes, baseline))
 }
 
 pub fn print_summary(r: &AttachmentReport) {
@@ -381,10 +424,19 @@ pub fn print_summary(r: &AttachmentReport) {
         );
     }
     println!(
-        "  peak RSS: client {:.1} MiB, server {:.1} MiB (target < 64 MiB each: {})",
+        "  peak RSS during the transfers: client {:.1} MiB, server {:.1} MiB \
+         (target < 64 MiB each: {}); at their start {:.1} / {:.1} MiB",
         mib(r.client_peak_rss_kib),
         mib(r.server_peak_rss_kib),
-        if r.memory_target_met { "met" } else { "MISSED" }
+        if r.memory_target_met { "met" } else { "MISSED" },
+        mib(r.client_baseline_rss_kib),
+        mib(r.server_baseline_rss_kib),
+    );
+    println!(
+        "  peak RSS during setup (enrollment, MLS, password hashing): client {:.1} MiB, \
+         server {:.1} MiB",
+        mib(r.client_setup_peak_rss_kib),
+        mib(r.server_setup_peak_rss_kib),
     );
     for n in &r.notes {
         println!("  note: {n}");

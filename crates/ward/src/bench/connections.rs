@@ -221,6 +221,10 @@ impl Server {
         Ok(Self { child, addr })
     }
 
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn rss_kib(&self) -> anyhow::Result<u64> {
         self.status_kib("VmRSS:")
     }
