@@ -210,13 +210,14 @@ const MATRIX: &[Row] = &[
     row("POST", "/v1/messages/{message_id}/ack",                        "unknown message",   [N,   N,   N,   N,   N,   N,   N,   U,   U]),
     // Attachment blobs (ADR 0017): member devices start uploads (non-members 404, as for the
     // conversation); only the uploading device writes, resumes, completes or abandons; member
-    // devices download, every other device gets 403.
+    // devices download, and the compliance officer (for the journal export, audited); every
+    // other device gets 403.
     row("POST", "/v1/conversations/{conversation_id}/blobs",            "member device",     [N,   A,   N,   N,   N,   A,   N,   U,   U]),
     row("PUT",  "/v1/blobs/{blob_id}",                                  "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
     row("GET",  "/v1/blobs/{blob_id}/upload",                           "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
     row("DELETE", "/v1/blobs/{blob_id}",                                "physician's upload",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
     row("POST", "/v1/blobs/{blob_id}/complete",                         "all bytes received",[F,   A,   F,   F,   F,   F,   F,   U,   U]),
-    row("GET",  "/v1/blobs/{blob_id}",                                  "complete blob",     [F,   A,   F,   F,   F,   A,   F,   U,   U]),
+    row("GET",  "/v1/blobs/{blob_id}",                                  "complete blob",     [F,   A,   F,   F,   A,   A,   F,   U,   U]),
     // Last, because it ends every caller's session.
     row("POST", "/v1/logout",                                           "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
 ];

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Args, Subcommand};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use ward_core::attachment::AttachmentDescriptor;
 use ward_core::journal::{JournalKeyPair, JournalPublicKey};
 use ward_core::{Body, MessageContent, PatientContext};
 use ward_proto::{ConversationId, Role, UserId, Username};
@@ -120,6 +122,28 @@ struct ExportedMessage {
     text: Option<String>,
     patient: Option<PatientJson>,
     journal_key_id: String,
+    /// The message's attachments, fetched, verified and decrypted into
+    /// `attachments/<message_id>/`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<ExportedAttachment>,
+    #[serde(skip)]
+    descriptors: Vec<AttachmentDescriptor>,
+}
+
+/// One attachment of an exported message (never its key).
+#[derive(Serialize)]
+struct ExportedAttachment {
+    file_name: String,
+    media_type: String,
+    size: u64,
+    blob_id: String,
+    ciphertext_sha256: String,
+    /// Where the decrypted file is, relative to the output directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    /// Why the file is not in the export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -346,12 +370,49 @@ async fn export(a: ExportArgs, profile: &Path, json: bool) -> anyhow::Result<()>
                         birth_date: p.birth_date.clone(),
                     }),
                     journal_key_id: entry.copy.key_id.clone(),
+                    attachments: Vec::new(),
+                    descriptors: content.attachments.clone(),
                 });
             exported += 1;
         }
     }
 
     ward_server::create_private_dir(&a.out)?;
+    let (mut files, mut files_missing) = (0u64, 0u64);
+    for messages in by_conversation.values_mut() {
+        for m in messages.iter_mut() {
+            if m.descriptors.is_empty() {
+                continue;
+            }
+            let rel = Path::new("attachments").join(&m.message_id);
+            let dir = a.out.join(&rel);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for d in std::mem::take(&mut m.descriptors) {
+                let saved = source.save_attachment(&d, &dir).await;
+                let (path, error) = match saved {
+                    Ok(p) => {
+                        files += 1;
+                        let name = p.file_name().map(|n| rel.join(n));
+                        (name.map(|n| n.to_string_lossy().into_owned()), None)
+                    }
+                    Err(e) => {
+                        files_missing += 1;
+                        (None, Some(e))
+                    }
+                };
+                m.attachments.push(ExportedAttachment {
+                    file_name: d.file_name.clone(),
+                    media_type: d.media_type.clone(),
+                    size: d.size,
+                    blob_id: d.blob_id.to_string(),
+                    ciphertext_sha256: d.ciphertext_sha256.clone(),
+                    path,
+                    error,
+                });
+            }
+        }
+    }
     for (id, messages) in &by_conversation {
         let doc = serde_json::json!({ "conversation_id": id, "messages": messages });
         let json_path = a.out.join(format!("{id}.json"));
@@ -374,16 +435,24 @@ async fn export(a: ExportArgs, profile: &Path, json: bool) -> anyhow::Result<()>
         "other_key": other_key,
         "unopened": unopened,
         "sender_mismatch": sender_mismatch,
+        "attachments": files,
+        "attachments_missing": files_missing,
     });
     source.audit_export(details.clone()).await?;
     if json {
         println!("{details}");
     } else {
         println!(
-            "Exported {exported} messages in {} conversations to {}.",
+            "Exported {exported} messages in {} conversations and {files} attachments to {}.",
             by_conversation.len(),
             a.out.display()
         );
+        if files_missing > 0 {
+            println!(
+                "{files_missing} attachments could not be exported (see `error` in the JSON): \
+                 retention or erasure deleted their blobs, or they failed verification."
+            );
+        }
         if other_key + unopened + sender_mismatch > 0 {
             println!(
                 "Not exported: {other_key} sealed to other journal keys (add their --key), \
@@ -514,6 +583,55 @@ impl Source {
         }
     }
 
+    /// Fetches one attachment's ciphertext, verifies and decrypts it into `dir` (nothing is
+    /// left there on failure); the server audits the read (`blob.download`, compliance
+    /// access). The error is a sentence for the export's JSON, without the file name.
+    async fn save_attachment(
+        &self,
+        d: &AttachmentDescriptor,
+        dir: &Path,
+    ) -> Result<PathBuf, String> {
+        d.validate()
+            .map_err(|e| format!("invalid attachment descriptor: {e}"))?;
+        match self {
+            Source::Server(client) => client
+                .download_attachment(d, dir, None)
+                .await
+                .map_err(|e| e.to_string()),
+            Source::Data { services } => {
+                let download = services
+                    .export_blob(&compliance_actor(), d.blob_id, None)
+                    .await
+                    .map_err(|e| e.message)?;
+                let (tx, rx) = tokio::sync::mpsc::channel(8);
+                let (desc, out) = (d.clone(), dir.to_path_buf());
+                let decrypt = tokio::task::spawn_blocking(move || {
+                    ward_client::attachments::decrypt_to_dir(
+                        &desc,
+                        ChannelReader {
+                            rx,
+                            current: Default::default(),
+                            at: 0,
+                        },
+                        &out,
+                    )
+                });
+                let mut body = download.body;
+                while let Some(chunk) = body.next().await {
+                    let failed = chunk.is_err();
+                    if tx.send(chunk).await.is_err() || failed {
+                        break;
+                    }
+                }
+                drop(tx);
+                decrypt
+                    .await
+                    .map_err(|e| format!("the decryption task failed: {e}"))?
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// Data mode writes `compliance.export` into the database's audit log itself; in server
     /// mode the server has recorded every page it served (`journal.archive_read`).
     async fn audit_export(&self, details: serde_json::Value) -> anyhow::Result<()> {
@@ -526,6 +644,32 @@ impl Source {
             services.audit.checkpoint().await.ok();
         }
         Ok(())
+    }
+}
+
+/// A blocking reader over the chunks of an async stream (for the decryptor's thread).
+struct ChannelReader<B> {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<B>>,
+    current: B,
+    at: usize,
+}
+
+impl<B: AsRef<[u8]>> std::io::Read for ChannelReader<B> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.as_ref().len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk?;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let left = &self.current.as_ref()[self.at..];
+        let n = buf.len().min(left.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -574,17 +718,43 @@ fn transcript_html(id: ConversationId, messages: &[ExportedMessage]) -> String {
             .text
             .clone()
             .unwrap_or_else(|| "[a message type this version cannot show]".to_owned());
+        let mut files = String::new();
+        for f in &m.attachments {
+            match &f.path {
+                Some(p) => {
+                    let _ = write!(
+                        files,
+                        "<br>📎 <a href=\"{}\">{}</a> ({}, {} bytes)",
+                        escape(p),
+                        escape(&f.file_name),
+                        escape(&f.media_type),
+                        f.size
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        files,
+                        "<br>📎 {} ({}, {} bytes): not exported: {}",
+                        escape(&f.file_name),
+                        escape(&f.media_type),
+                        f.size,
+                        escape(f.error.as_deref().unwrap_or(""))
+                    );
+                }
+            }
+        }
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}<br><small>device {}</small></td><td>{}</td>\
-             <td>{}</td><td class=\"text\">{}</td></tr>",
+             <td>{}</td><td class=\"text\">{}{}</td></tr>",
             m.seq,
             escape(&m.server_time),
             escape(&sender),
             escape(&m.sender_device_id),
             escape(&m.priority),
             escape(&patient),
-            escape(&text)
+            escape(&text),
+            files
         );
     }
     h.push_str("</table>\n</body></html>\n");

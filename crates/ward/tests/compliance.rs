@@ -176,6 +176,27 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     );
     assert!(ok, "{err}");
     let sent = json_of(&out);
+    // And a lab report as an encrypted attachment: the export must include the file.
+    let pdf = dir.path().join("potassium-report.pdf");
+    let pdf_bytes =
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\nK+ 6.9 mmol/L\n%%EOF\n".repeat(50);
+    std::fs::write(&pdf, &pdf_bytes).unwrap();
+    let (ok, out, err) = run(
+        &[
+            "--profile",
+            profiles[0].to_str().unwrap(),
+            "--json",
+            "send",
+            "--to",
+            "bob",
+            "--attach",
+            pdf.to_str().unwrap(),
+            "lab report attached",
+        ],
+        &penv,
+    );
+    assert!(ok, "{err}");
+    let with_file = json_of(&out);
     let (ok, out, err) = run(
         &["--profile", profiles[1].to_str().unwrap(), "--json", "sync"],
         &penv,
@@ -259,9 +280,12 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     assert_eq!(
         (
             summary["messages"].as_u64(),
-            summary["conversations"].as_u64()
+            summary["conversations"].as_u64(),
+            summary["attachments"].as_u64(),
+            summary["attachments_missing"].as_u64(),
         ),
-        (Some(1), Some(1))
+        (Some(2), Some(1), Some(1), Some(0)),
+        "{summary}"
     );
     let conv = sent["conversation_id"].as_str().unwrap();
     let doc = json_of(&std::fs::read_to_string(out_dir.join(format!("{conv}.json"))).unwrap());
@@ -273,12 +297,34 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     assert_eq!(m["message_id"], sent["message_id"]);
     assert_eq!(m["sender_username"], "alice");
     assert_eq!(m["journal_key_id"], key_id.as_str());
+    // The attachment: decrypted byte-exact under attachments/<message id>/, listed without
+    // its key, linked from the transcript.
+    let m2 = &doc["messages"][1];
+    assert_eq!(m2["message_id"], with_file["message_id"]);
+    let file = &m2["attachments"][0];
+    assert_eq!(file["file_name"], "potassium-report.pdf");
+    assert_eq!(file["media_type"], "application/pdf");
+    assert_eq!(file["size"].as_u64(), Some(pdf_bytes.len() as u64));
+    assert!(
+        file.get("key").is_none() && file.get("error").is_none(),
+        "{file}"
+    );
+    let rel = file["path"].as_str().unwrap();
+    assert_eq!(
+        rel,
+        format!(
+            "attachments/{}/potassium-report.pdf",
+            with_file["message_id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(std::fs::read(out_dir.join(rel)).unwrap(), pdf_bytes);
     let html = std::fs::read_to_string(out_dir.join(format!("{conv}.html"))).unwrap();
     assert!(html.contains("Na 128 &lt;b&gt;low&lt;/b&gt; &amp; falling: &quot;recheck&quot; at 6"));
     assert!(
         !html.contains("<b>low</b>"),
         "message text never becomes markup"
     );
+    assert!(html.contains(&format!("<a href=\"{rel}\">potassium-report.pdf</a>")));
     // A second export into the same directory is refused.
     let (ok, _, err) = export(&private, JOURNAL_PASS, &[]);
     assert!(!ok && err.contains("not empty"), "{err}");
@@ -339,7 +385,12 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
     assert!(!over_api.exists());
     let (ok, out, err) = export_api(&carol, &url);
     assert!(ok, "{err}");
-    assert_eq!(json_of(&out)["messages"], 1);
+    assert_eq!(json_of(&out)["messages"], 2);
+    assert_eq!(
+        std::fs::read(over_api.join(rel)).unwrap(),
+        pdf_bytes,
+        "the compliance account downloads the blob over the API"
+    );
     let via_api = json_of(&std::fs::read_to_string(over_api.join(format!("{conv}.json"))).unwrap());
     assert_eq!(
         via_api, doc,
@@ -366,6 +417,22 @@ fn keygen_install_send_and_export_decrypts_what_the_recipient_read() {
         "API reads are audited: {out}"
     );
     assert!(!out.contains("falling"), "no content in the audit log");
+    assert!(!out.contains("potassium"), "no file name in the audit log");
+    let compliance_reads = out
+        .lines()
+        .flat_map(|l| {
+            let v = json_of(l);
+            match v["records"].as_array() {
+                Some(a) => a.clone(),
+                None => vec![v],
+            }
+        })
+        .filter(|r| r["action"] == "blob.download" && r["details"]["access"] == "compliance")
+        .count();
+    assert_eq!(
+        compliance_reads, 2,
+        "each export's blob read is audited: {out}"
+    );
     let (ok, _, err) = admin(&["audit", "verify"]);
     assert!(ok, "{err}");
 }

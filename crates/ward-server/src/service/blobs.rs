@@ -461,13 +461,40 @@ impl Services {
         id: uuid::Uuid,
         range: Option<&str>,
     ) -> ApiResult<BlobDownload> {
-        let objects = self.objects()?;
         let b = self.blob_or_404(id).await?;
-        if !self.device_is_member(s, b.conversation_id).await? {
+        // The compliance officer reads any blob, as she reads the whole journal archive that
+        // holds the attachment keys (ADR 0017); the audit record says so.
+        let compliance = s.user.role == ward_proto::Role::Compliance;
+        if !compliance && !self.device_is_member(s, b.conversation_id).await? {
             return Err(ApiError::forbidden(
                 "this device is not a member of the blob's conversation",
             ));
         }
+        self.blob_body(&s.actor(), b, range, compliance).await
+    }
+
+    /// A complete blob for the compliance export in data mode (`ward compliance export
+    /// --data`): the compliance role only; audited `blob.download` with `access: compliance`.
+    pub async fn export_blob(
+        &self,
+        actor: &Actor,
+        id: uuid::Uuid,
+        range: Option<&str>,
+    ) -> ApiResult<BlobDownload> {
+        super::require_role(actor, &[ward_proto::Role::Compliance])?;
+        let b = self.blob_or_404(id).await?;
+        self.blob_body(actor, b, range, true).await
+    }
+
+    async fn blob_body(
+        &self,
+        actor: &Actor,
+        b: Blob,
+        range: Option<&str>,
+        compliance: bool,
+    ) -> ApiResult<BlobDownload> {
+        let objects = self.objects()?;
+        let id = b.id;
         if b.state != BlobState::Complete {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
@@ -483,16 +510,15 @@ impl Services {
         let parts: Vec<Part> = BlobObjects::contiguous(&parts, b.size).ok_or_else(|| {
             ApiError::internal(&format_args!("blob {id} is complete but its parts are not"))
         })?;
+        let mut details = serde_json::json!({
+            "conversation_id": b.conversation_id, "size": b.size,
+            "range": asked.map(|(a, z)| [a, z]),
+        });
+        if compliance {
+            details["access"] = "compliance".into();
+        }
         self.audit
-            .record(
-                &s.actor(),
-                "blob.download",
-                Some(id.to_string()),
-                serde_json::json!({
-                    "conversation_id": b.conversation_id, "size": b.size,
-                    "range": asked.map(|(a, z)| [a, z]),
-                }),
-            )
+            .record(actor, "blob.download", Some(id.to_string()), details)
             .await?;
         let body = objects
             .read(id, parts, start, end)
