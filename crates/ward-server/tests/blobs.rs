@@ -769,8 +769,85 @@ async fn retention_scenario(server: TestServer) {
     server.stop().await;
 }
 
-/// moto's S3 server, installed on first use into a virtualenv under the cargo target
-/// directory (`moto[server]==5.2.5` from PyPI) and killed when dropped.
+/// With a journal key installed and journal retention longer than the message lifespan, a
+/// blob outlives its purged message as long as the journal copy (which holds its key) is
+/// kept, and goes with the journal copy.
+#[tokio::test]
+async fn journal_copies_keep_their_blobs_past_the_message_lifespan() {
+    let server = start(true).await;
+    let alice = server.enroll("alice", Role::Physician).await;
+    let bob = server.enroll("bob", Role::Nurse).await;
+    let conv = group(&alice, &bob).await;
+    let key = server
+        .services
+        .set_journal_key(&Actor::cli(), vec![5; 1216])
+        .await
+        .unwrap();
+    let blob = upload(&alice, &conv, &ciphertext(64)).await;
+    let (s, b) = alice
+        .post(
+            &format!("/v1/conversations/{conv}/envelopes"),
+            json!({
+                "client_message_id": new_id(), "kind": "application", "epoch": 1,
+                "payload": b64(b"opaque mls ciphertext"), "blobs": [blob],
+                "journal": {"key_id": key.key_id, "ciphertext": b64(&[9u8; 2000])},
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    server
+        .services
+        .set_retention(
+            &Actor::cli(),
+            ward_proto::SetRetentionRequest {
+                message_lifespan: Some("1d".into()),
+                journal_retention: Some("30d".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let exists = || {
+        let store = server.services.store.clone();
+        let id: uuid::Uuid = blob.parse().unwrap();
+        async move { store.blob(id).await.unwrap().is_some() }
+    };
+
+    server.advance(time::Duration::days(2));
+    let r = server
+        .services
+        .run_retention(&Actor::system())
+        .await
+        .unwrap();
+    assert_eq!((r.envelopes_deleted, r.journal_deleted), (1, 0), "{r:?}");
+    assert!(exists().await, "the journal copy still needs the blob");
+    assert_eq!(stored_blobs(&server), std::slice::from_ref(&blob));
+
+    server.advance(time::Duration::days(29));
+    let r = server
+        .services
+        .run_retention(&Actor::system())
+        .await
+        .unwrap();
+    assert_eq!((r.envelopes_deleted, r.journal_deleted), (0, 1), "{r:?}");
+    assert!(!exists().await, "released with the journal copy");
+    assert!(stored_blobs(&server).is_empty());
+    let audit = audit_actions(&server).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(a, d)| a == "blob.delete" && d["reason"] == "journal_retention"),
+        "{audit:?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|(a, d)| a == "blob.delete" && d["reason"] == "message_lifespan"),
+        "the message's purge did not delete the blob"
+    );
+    server.stop().await;
+}
+
 /// Objects left without a record (a failed deletion) are swept once older than the grace
 /// period; blobs with a record and objects that are not blobs stay.
 #[tokio::test]
@@ -823,6 +900,8 @@ async fn orphaned_objects_are_swept_after_the_grace_period() {
     assert_eq!((r.blobs_seen, r.orphans_removed), (1, 0));
 }
 
+/// moto's S3 server, installed on first use into a virtualenv under the cargo target
+/// directory (`moto[server]==5.2.5` from PyPI) and killed when dropped.
 struct Moto {
     child: std::process::Child,
     url: String,

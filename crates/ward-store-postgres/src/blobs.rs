@@ -212,7 +212,10 @@ impl BlobStore for PgStore {
         let ids: Vec<uuid::Uuid> = messages.iter().map(|m| m.0).collect();
         let mut tx = self.pool.begin().await.be()?;
         let candidates: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "DELETE FROM blob_refs WHERE message_id = ANY($1) RETURNING blob_id",
+            "DELETE FROM blob_refs r WHERE r.message_id = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM envelopes e WHERE e.message_id = r.message_id) \
+             AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.message_id = r.message_id) \
+             RETURNING r.blob_id",
         )
         .bind(&ids)
         .fetch_all(&mut *tx)

@@ -224,11 +224,16 @@ impl BlobStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let mut candidates = Vec::new();
         for m in messages {
-            let rows = sqlx::query("DELETE FROM blob_refs WHERE message_id = ? RETURNING blob_id")
-                .bind(id(m.0))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
+            let rows = sqlx::query(
+                "DELETE FROM blob_refs WHERE message_id = ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM envelopes WHERE message_id = ?1) \
+                 AND NOT EXISTS (SELECT 1 FROM journal WHERE message_id = ?1) \
+                 RETURNING blob_id",
+            )
+            .bind(id(m.0))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
             for r in &rows {
                 candidates.push(Cols(r).uuid("blob_id")?);
             }

@@ -115,9 +115,11 @@ pub trait BlobStore {
         message: MessageId,
         blobs: &[uuid::Uuid],
     ) -> StoreResult<bool>;
-    /// Drop the references of deleted `messages`, then delete the records of the blobs those
-    /// messages referenced that no message references any more, and return their ids, so the
-    /// caller removes the objects. Blobs still referenced by a kept message stay.
+    /// Drop the references of `messages` that are gone from both the envelopes and the
+    /// journal archive (a message whose journal copy is kept, for its longer retention or a
+    /// hold, keeps its blobs for the compliance export), then delete the records of the blobs
+    /// those messages referenced that no message references any more, and return their ids,
+    /// so the caller removes the objects. Blobs still referenced by a kept message stay.
     async fn release_blob_refs(&self, messages: &[MessageId]) -> StoreResult<Vec<uuid::Uuid>>;
     /// Complete blobs that no message references and whose last change is before `before`,
     /// oldest first, at most `limit`: uploaded but never sent, for the collector.

@@ -140,6 +140,7 @@ macro_rules! conformance_tests {
             escalation_claims_due_rows_once,
             escalation_steps_apply_at_their_version,
             blobs_message_references_keep_and_release,
+            blobs_outlive_the_envelope_while_the_journal_copy_remains,
         );
     };
 }

@@ -624,6 +624,22 @@ impl Services {
             if !doomed.is_empty() {
                 let n = self.store.delete_archive_entries(&doomed).await?;
                 deleted += n;
+                // Blobs kept for the journal copy go with it once the envelope is gone too.
+                let mut by_conversation: BTreeMap<ConversationId, Vec<MessageId>> = BTreeMap::new();
+                for e in page.iter().filter(|e| doomed.contains(&e.archive_seq)) {
+                    by_conversation
+                        .entry(e.conversation_id)
+                        .or_default()
+                        .push(e.message_id);
+                }
+                let reason = match rule {
+                    DeleteRule::Lifespan => "journal_retention",
+                    DeleteRule::Erasure => DeleteRule::Erasure.as_str(),
+                };
+                for (conversation, ids) in by_conversation {
+                    self.release_message_blobs(actor, conversation, &ids, reason)
+                        .await?;
+                }
                 self.audit
                     .record(
                         actor,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use time::Duration;
 use ward_proto::{ConversationId, MessageId};
 
-use super::{active_user, group, pair, t0};
-use crate::{Blob, BlobState, Store, StoreError};
+use super::{accept, active_user, app, group, pair, t0};
+use crate::{Blob, BlobState, JournalKey, JournalQuery, Store, StoreError};
 
 fn upload(p: &super::Pair, size: u64) -> Blob {
     Blob {
@@ -264,4 +264,55 @@ pub async fn blobs_message_references_keep_and_release(store: Arc<dyn Store>) {
             .contains(&kept.id)
     );
     assert!(store.release_blob_refs(&[m3]).await.unwrap().is_empty());
+}
+
+/// A message's blob stays while its envelope or its journal copy is kept (ADR 0017): the
+/// compliance export needs the ciphertext as long as the journal holds the key.
+pub async fn blobs_outlive_the_envelope_while_the_journal_copy_remains(store: Arc<dyn Store>) {
+    let p = pair(store.as_ref()).await;
+    let key = JournalKey {
+        key_id: "j".repeat(32),
+        public_key: vec![7; 1216],
+        created_at: t0(),
+    };
+    store.add_journal_key(&key).await.unwrap();
+    let b = upload(&p, 10);
+    assert!(store.create_blob(&b, u64::MAX).await.unwrap());
+    assert!(store.advance_blob(b.id, 0, 10, t0()).await.unwrap());
+    assert!(store.complete_blob(b.id, &[3; 32], t0()).await.unwrap());
+    let mut req = app(p.conv.id, p.alice.id, p.a.id, 1, b"mls ciphertext");
+    req.journal = Some(ward_proto::JournalCopy {
+        key_id: key.key_id.clone(),
+        ciphertext: ward_proto::Bytes(b"journal copy".to_vec()),
+    });
+    accept(store.as_ref(), &req).await;
+    let m = req.message_id;
+    assert!(store.add_blob_refs(p.conv.id, m, &[b.id]).await.unwrap());
+
+    // Both kept: nothing is released.
+    assert!(store.release_blob_refs(&[m]).await.unwrap().is_empty());
+    // The envelope goes (its lifespan), the journal copy stays: the blob stays.
+    assert_eq!(
+        store.delete_envelopes(p.conv.id, &[m], None).await.unwrap(),
+        1
+    );
+    assert!(store.release_blob_refs(&[m]).await.unwrap().is_empty());
+    assert!(store.blob(b.id).await.unwrap().is_some());
+    // The journal copy goes too: now the blob is released.
+    let entries = store
+        .journal_entries(&JournalQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = entries
+        .iter()
+        .filter(|e| e.message_id == m)
+        .map(|e| e.archive_seq)
+        .collect();
+    assert_eq!(seqs.len(), 1);
+    assert_eq!(store.delete_archive_entries(&seqs).await.unwrap(), 1);
+    assert_eq!(store.release_blob_refs(&[m]).await.unwrap(), vec![b.id]);
+    assert_eq!(store.blob(b.id).await.unwrap(), None);
 }
