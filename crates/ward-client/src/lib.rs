@@ -180,7 +180,9 @@ pub struct WardClient {
     /// Alerts received by syncs whose report is not returned (inside a send's conflict
     /// retry), handed out by the next [`WardClient::sync`].
     pending_alerts: Vec<ward_proto::MessageAlert>,
-    attachment_policy: ward_core::attachment::AttachmentPolicy,
+    /// Set by [`WardClient::set_attachment_policy`]; otherwise the organisation's policy is
+    /// read from the server before each file is prepared.
+    attachment_policy: Option<ward_core::attachment::AttachmentPolicy>,
 }
 
 /// Enrollment inputs.
@@ -339,7 +341,7 @@ impl WardClient {
             api,
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
-            attachment_policy: Default::default(),
+            attachment_policy: None,
         };
         client.top_up_key_packages(None).await?;
         Ok(client)
@@ -357,7 +359,7 @@ impl WardClient {
             api,
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
-            attachment_policy: Default::default(),
+            attachment_policy: None,
         })
     }
 
@@ -472,10 +474,22 @@ impl WardClient {
         self.obey_wipe(r).await
     }
 
-    /// The organisation's attachment policy this client applies before encrypting a file
-    /// (size limit, refused types); the server enforces its own size limit and quota too.
+    /// Apply `policy` before encrypting a file instead of the organisation's (which is read
+    /// from `GET /v1/attachment-policy` before each file otherwise); the server enforces its
+    /// own size limit and quota either way.
     pub fn set_attachment_policy(&mut self, policy: ward_core::attachment::AttachmentPolicy) {
-        self.attachment_policy = policy;
+        self.attachment_policy = Some(policy);
+    }
+
+    /// The organisation's attachment policy (size limit, refused types and extensions).
+    pub async fn attachment_policy(
+        &self,
+    ) -> Result<ward_core::attachment::AttachmentPolicy, WardError> {
+        if let Some(p) = &self.attachment_policy {
+            return Ok(p.clone());
+        }
+        let info: ward_proto::AttachmentPolicyInfo = self.api.get("/v1/attachment-policy").await?;
+        Ok(info.into())
     }
 
     /// Send a message with files attached (ADR 0015), with or without text. Each file is
@@ -555,7 +569,7 @@ impl WardClient {
         path: &std::path::Path,
     ) -> Result<attachments::PreparedAttachment, WardError> {
         let path = path.to_path_buf();
-        let policy = self.attachment_policy.clone();
+        let policy = self.attachment_policy().await?;
         let work = self.profile.dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
             attachments::prepare_attachment(&path, None, &policy, &work, &mut rand::rngs::OsRng)

@@ -745,3 +745,81 @@ async fn an_interrupted_upload_resumes_where_it_stopped() {
     assert_eq!(std::fs::read(path).unwrap(), mp4);
     server.stop().await;
 }
+
+/// The organisation's refused types reach every client: a PDF refused by the admin is
+/// stopped before anything is uploaded, and allowed again once the admin lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organisation_policy_refuses_types_before_anything_is_sent() {
+    let server = server().await;
+    let mut alice = enroll(&server, "alice").await;
+    let mut bob = enroll(&server, "bob").await;
+    let src = tempfile::tempdir().unwrap();
+    let lab = src.path().join("lab.pdf");
+    std::fs::write(&lab, pdf()).unwrap();
+    let set = |types: Vec<String>| {
+        let services = server.services.clone();
+        async move {
+            services
+                .update_policy(
+                    &ward_server::service::Actor::cli(),
+                    ward_proto::UpdatePolicyRequest {
+                        attachment_denied_media_types: Some(types),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    set(vec!["application/pdf".into()]).await;
+    let policy = alice.client.attachment_policy().await.unwrap();
+    assert_eq!(policy.denied_media_types, ["application/pdf"]);
+    assert!(policy.denied_extensions.iter().any(|e| e == "exe"));
+
+    let e = alice
+        .client
+        .send_with_attachments(
+            user("bob"),
+            "labs",
+            std::slice::from_ref(&lab),
+            Priority::Routine,
+            false,
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            WardError::Attachment(AttachmentFileError::Attachment(
+                AttachmentError::Forbidden { .. }
+            ))
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("application/pdf"), "{e}");
+    assert!(upload_leftovers(&alice.profile()).is_empty());
+    assert!(bob.client.sync().await.unwrap().messages.is_empty());
+    assert!(
+        server.services.store.blob_bytes().await.unwrap() == 0,
+        "nothing reached the blob store"
+    );
+
+    set(Vec::new()).await;
+    alice
+        .client
+        .send_with_attachments(
+            user("bob"),
+            "labs",
+            std::slice::from_ref(&lab),
+            Priority::Routine,
+            false,
+            None,
+        )
+        .await
+        .unwrap();
+    let got = bob.client.sync().await.unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].attachments().len(), 1);
+    server.stop().await;
+}

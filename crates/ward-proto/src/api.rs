@@ -716,6 +716,12 @@ pub struct PolicyInfo {
     /// 100 GiB).
     #[serde(default)]
     pub attachment_quota_bytes: u64,
+    /// Media types sending clients refuse to attach (default: executables and scripts).
+    #[serde(default)]
+    pub attachment_denied_media_types: Vec<String>,
+    /// File extensions sending clients refuse to attach, lowercase without the dot.
+    #[serde(default)]
+    pub attachment_denied_extensions: Vec<String>,
 }
 
 /// `PUT /v1/admin/policy`: change some fields; absent fields keep their value.
@@ -763,6 +769,13 @@ pub struct UpdatePolicyRequest {
     /// See [`PolicyInfo::attachment_quota_bytes`]: 1 MiB to 1 PiB.
     #[serde(default)]
     pub attachment_quota_bytes: Option<u64>,
+    /// Replaces [`PolicyInfo::attachment_denied_media_types`] (at most 200; empty allows
+    /// every type).
+    #[serde(default)]
+    pub attachment_denied_media_types: Option<Vec<String>>,
+    /// Replaces [`PolicyInfo::attachment_denied_extensions`] (at most 200).
+    #[serde(default)]
+    pub attachment_denied_extensions: Option<Vec<String>>,
 }
 
 /// `GET /v1/dlp-policy`: the organisation's DLP document, signed by the organisation CA so a

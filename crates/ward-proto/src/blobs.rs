@@ -37,6 +37,100 @@ use crate::ConversationId;
 /// Most blob ids one message may reference.
 pub const MAX_BLOBS_PER_MESSAGE: usize = 32;
 
+/// Media types an organisation refuses by default: executables and code of every platform
+/// the type sniffer knows, and shell scripts.
+pub const DEFAULT_DENIED_MEDIA_TYPES: &[&str] = &[
+    "application/x-executable",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-msdownload",
+    "application/x-mach-binary",
+    "application/java",
+    "application/java-archive",
+    "application/vnd.android.dex",
+    "application/vnd.android.dey",
+    "application/vnd.android.package-archive",
+    "application/wasm",
+    "application/x-llvm",
+    "application/x-shockwave-flash",
+    "text/x-shellscript",
+    "application/x-sh",
+];
+
+/// File extensions refused by default (lowercase, without the dot): executables and scripts
+/// that a double click runs.
+pub const DEFAULT_DENIED_EXTENSIONS: &[&str] = &[
+    "exe", "dll", "com", "scr", "msi", "bat", "cmd", "ps1", "vbs", "js", "jse", "wsf", "sh", "jar",
+    "apk", "app", "elf", "bin", "so", "dylib", "class", "wasm",
+];
+
+/// Most entries in each refused list of the attachment policy.
+pub const MAX_DENIED_ENTRIES: usize = 200;
+
+/// `GET /v1/attachment-policy` (any session): what the organisation lets a client attach.
+/// Sending clients apply the type lists before encrypting (the server sees only ciphertext
+/// and enforces the size limit and quota itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentPolicyInfo {
+    /// Largest attachment ciphertext one upload may announce, bytes.
+    pub max_bytes: u64,
+    /// Refused media types (`type/subtype`, lowercase), by content and by declaration.
+    pub denied_media_types: Vec<String>,
+    /// Refused file extensions, lowercase without the dot.
+    pub denied_extensions: Vec<String>,
+}
+
+/// Checks and normalises (trim, lowercase, sort, dedup) a refused media type list.
+pub fn check_denied_media_types(list: Vec<String>) -> Result<Vec<String>, String> {
+    check_list(list, "media type", |t| {
+        let ok = t.len() <= 127
+            && t.split_once('/').is_some_and(|(a, b)| {
+                let part = |p: &str| {
+                    !p.is_empty()
+                        && p.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c))
+                };
+                part(a) && part(b)
+            });
+        ok.then_some(())
+            .ok_or("is not a media type like application/x-msdownload")
+    })
+}
+
+/// Checks and normalises a refused extension list (a leading dot is dropped).
+pub fn check_denied_extensions(list: Vec<String>) -> Result<Vec<String>, String> {
+    let list = list
+        .into_iter()
+        .map(|e| e.trim().trim_start_matches('.').to_owned())
+        .collect();
+    check_list(list, "extension", |e| {
+        let ok = (1..=16).contains(&e.len()) && e.bytes().all(|c| c.is_ascii_alphanumeric());
+        ok.then_some(())
+            .ok_or("is not a file extension (1 to 16 letters or digits, e.g. exe)")
+    })
+}
+
+fn check_list(
+    list: Vec<String>,
+    what: &str,
+    valid: impl Fn(&str) -> Result<(), &'static str>,
+) -> Result<Vec<String>, String> {
+    if list.len() > MAX_DENIED_ENTRIES {
+        return Err(format!(
+            "at most {MAX_DENIED_ENTRIES} refused {what}s (got {})",
+            list.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for item in list {
+        let item = item.trim().to_ascii_lowercase();
+        valid(&item).map_err(|why| format!("refused {what} {item:?} {why}"))?;
+        out.push(item);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// `POST /v1/conversations/{id}/blobs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateBlobRequest {

@@ -25,8 +25,9 @@ mod ws;
 
 pub use api::*;
 pub use blobs::{
-    BlobUpload, BlobUploadState, CompleteBlobRequest, CreateBlobRequest, MAX_BLOBS_PER_MESSAGE,
-    check_sha256_hex,
+    AttachmentPolicyInfo, BlobUpload, BlobUploadState, CompleteBlobRequest, CreateBlobRequest,
+    DEFAULT_DENIED_EXTENSIONS, DEFAULT_DENIED_MEDIA_TYPES, MAX_BLOBS_PER_MESSAGE,
+    MAX_DENIED_ENTRIES, check_denied_extensions, check_denied_media_types, check_sha256_hex,
 };
 pub use breakglass::{
     BREAK_GLASS_DEFAULT_MINUTES, BREAK_GLASS_REASON_MAX_CHARS, BREAK_GLASS_REASON_MIN_CHARS,

@@ -254,6 +254,7 @@ pub fn router(services: Arc<Services>, limits: &Limits) -> Router {
             axum::routing::put(handlers::admin_set_dlp_policy),
         )
         .route("/v1/dlp-policy", get(handlers::dlp_policy))
+        .route("/v1/attachment-policy", get(handlers::attachment_policy))
         .route("/v1/journal-keys", get(handlers::journal_keys))
         .route("/v1/journal/mismatch", post(handlers::journal_mismatch))
         .route("/v1/compliance/journal", get(handlers::compliance_journal))

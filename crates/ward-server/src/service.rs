@@ -281,6 +281,18 @@ impl Services {
             }
             p.attachment_quota_bytes = v;
         }
+        if let Some(v) = req.attachment_denied_media_types {
+            p.attachment_denied_media_types =
+                ward_proto::check_denied_media_types(v).map_err(|e| {
+                    crate::error::ApiError::invalid(format!("attachment_denied_media_types: {e}"))
+                })?;
+        }
+        if let Some(v) = req.attachment_denied_extensions {
+            p.attachment_denied_extensions =
+                ward_proto::check_denied_extensions(v).map_err(|e| {
+                    crate::error::ApiError::invalid(format!("attachment_denied_extensions: {e}"))
+                })?;
+        }
         if p.attachment_max_bytes > p.attachment_quota_bytes {
             return Err(crate::error::ApiError::invalid(
                 "attachment_max_bytes must be at most attachment_quota_bytes",
@@ -293,6 +305,16 @@ impl Services {
         }
         self.set_policy(actor, p.clone()).await?;
         Ok(policy_info(&p))
+    }
+
+    /// The attachment policy sending clients apply (any session).
+    pub fn attachment_policy(&self) -> ward_proto::AttachmentPolicyInfo {
+        let p = self.policy();
+        ward_proto::AttachmentPolicyInfo {
+            max_bytes: p.attachment_max_bytes,
+            denied_media_types: p.attachment_denied_media_types,
+            denied_extensions: p.attachment_denied_extensions,
+        }
     }
 
     /// Replace the DLP document (admin). Its detectors and rules are validated by whoever
@@ -383,6 +405,8 @@ fn policy_info(p: &OrgPolicy) -> ward_proto::PolicyInfo {
         break_glass_max_minutes: p.break_glass_max_minutes,
         attachment_max_bytes: p.attachment_max_bytes,
         attachment_quota_bytes: p.attachment_quota_bytes,
+        attachment_denied_media_types: p.attachment_denied_media_types.clone(),
+        attachment_denied_extensions: p.attachment_denied_extensions.clone(),
     }
 }
 

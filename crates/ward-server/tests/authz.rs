@@ -118,6 +118,7 @@ const MATRIX: &[Row] = &[
     row("GET",  "/v1/devices",                                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("GET",  "/v1/devices/me/key-packages",                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("POST", "/v1/devices/me/key-packages",                          "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
+    row("GET",  "/v1/attachment-policy",                                "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("GET",  "/v1/revocations",                                      "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("GET",  "/v1/conversations",                                    "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
     row("GET",  "/v1/sync",                                             "",                  [A,   A,   A,   A,   A,   A,   A,   U,   U]),
@@ -594,7 +595,7 @@ fn request(fx: &Fixtures, r: &Row, i: usize) -> (Method, String, Option<Value>) 
         ) => (r.path.to_owned(), None),
         ("PUT", "/v1/admin/policy", _) => (r.path.to_owned(), Some(json!({"mfa_required": true}))),
         ("PUT", "/v1/admin/dlp-policy", _) => (r.path.to_owned(), Some(json!({}))),
-        ("GET", "/v1/dlp-policy", _) => (r.path.to_owned(), None),
+        ("GET", "/v1/dlp-policy" | "/v1/attachment-policy", _) => (r.path.to_owned(), None),
         ("GET", "/v1/journal-keys", _) => (r.path.to_owned(), None),
         ("GET", "/v1/compliance/journal", _) => (r.path.to_owned(), None),
         ("POST", "/v1/conversations/{conversation_id}/break-glass", _) => (

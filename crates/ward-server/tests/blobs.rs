@@ -545,6 +545,53 @@ async fn size_limit_and_quota_come_from_the_organisation_policy() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["attachment_max_bytes"], 600 * 1024);
 
+    // The refused types: executables by default, readable by any member; validated and
+    // normalised when set.
+    let (s, p) = bob.get("/v1/attachment-policy").await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["max_bytes"], 600 * 1024);
+    let exts: Vec<&str> = p["denied_extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(exts.contains(&"exe") && exts.contains(&"bat"), "{p}");
+    assert!(
+        p["denied_media_types"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("application/x-msdownload")),
+        "{p}"
+    );
+    for (body, needle) in [
+        (
+            json!({"attachment_denied_media_types": ["pdf"]}),
+            "refused media type \"pdf\" is not a media type",
+        ),
+        (
+            json!({"attachment_denied_extensions": ["e x e"]}),
+            "is not a file extension",
+        ),
+        (
+            json!({"attachment_denied_extensions": vec!["a"; 201]}),
+            "at most 200",
+        ),
+    ] {
+        let (s, b) = put_policy(body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert!(error_message(&b).contains(needle), "{b}");
+    }
+    let (s, b) = put_policy(json!({
+        "attachment_denied_media_types": ["Application/PDF", "application/pdf"],
+        "attachment_denied_extensions": [".EXE", "docm"],
+    }))
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, p) = alice.get("/v1/attachment-policy").await;
+    assert_eq!(p["denied_media_types"], json!(["application/pdf"]));
+    assert_eq!(p["denied_extensions"], json!(["docm", "exe"]));
+
     let (s, b) = create(&alice, &conv, 600 * 1024 + 1).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
     assert!(error_message(&b).contains("614400"), "{b}");

@@ -464,6 +464,8 @@ pub async fn org_init_is_idempotent_and_policy_round_trips(store: Arc<dyn Store>
         break_glass_max_minutes: 30,
         attachment_max_bytes: 1 << 20,
         attachment_quota_bytes: 5 << 30,
+        attachment_denied_media_types: vec!["application/pdf".into()],
+        attachment_denied_extensions: vec!["exe".into(), "docm".into()],
     };
     store.set_policy(&policy).await.unwrap();
     let org = store.organisation().await.unwrap().expect("organisation");

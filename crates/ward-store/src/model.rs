@@ -45,6 +45,10 @@ pub struct OrgPolicy {
     pub attachment_max_bytes: u64,
     /// Sum of the sizes of all blobs and uploads the organisation may hold, in bytes.
     pub attachment_quota_bytes: u64,
+    /// Media types sending clients refuse to attach (they check the content too).
+    pub attachment_denied_media_types: Vec<String>,
+    /// File extensions sending clients refuse to attach, lowercase without the dot.
+    pub attachment_denied_extensions: Vec<String>,
 }
 
 /// Default [`OrgPolicy::attachment_max_bytes`]: 2 GiB.
@@ -75,6 +79,14 @@ impl Default for OrgPolicy {
             break_glass_max_minutes: 8 * 60,
             attachment_max_bytes: DEFAULT_ATTACHMENT_MAX_BYTES,
             attachment_quota_bytes: DEFAULT_ATTACHMENT_QUOTA_BYTES,
+            attachment_denied_media_types: ward_proto::DEFAULT_DENIED_MEDIA_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            attachment_denied_extensions: ward_proto::DEFAULT_DENIED_EXTENSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

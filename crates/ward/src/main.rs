@@ -248,7 +248,34 @@ enum PolicyCommand {
         /// Organisation quota for all stored attachments, e.g. 100GiB.
         #[arg(long, value_parser = parse_size)]
         attachment_quota: Option<u64>,
+        /// Media types clients refuse to attach, comma-separated (replaces the list; `none`
+        /// allows every type), e.g. application/x-msdownload,application/java-archive.
+        #[arg(long, value_parser = parse_list_or_none)]
+        attachment_deny_types: Option<ListOrNone>,
+        /// File extensions clients refuse to attach, comma-separated (replaces the list;
+        /// `none` empties it), e.g. exe,bat,js.
+        #[arg(long, value_parser = parse_list_or_none)]
+        attachment_deny_extensions: Option<ListOrNone>,
     },
+}
+
+/// A comma-separated list, or `none` for an empty one.
+#[derive(Clone, Debug)]
+struct ListOrNone(Vec<String>);
+
+fn parse_list_or_none(s: &str) -> Result<ListOrNone, String> {
+    if s.trim() == "none" {
+        return Ok(ListOrNone(Vec::new()));
+    }
+    let items: Vec<String> = s
+        .split(',')
+        .map(|i| i.trim().to_owned())
+        .filter(|i| !i.is_empty())
+        .collect();
+    if items.is_empty() {
+        return Err("give a comma-separated list, or none".into());
+    }
+    Ok(ListOrNone(items))
 }
 
 /// The roles given to `--break-glass-roles`.
@@ -794,6 +821,8 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
             break_glass_max,
             attachment_max,
             attachment_quota,
+            attachment_deny_types,
+            attachment_deny_extensions,
         }) => {
             let break_glass_max_minutes = match break_glass_max {
                 Some(secs) if secs % 60 != 0 => {
@@ -816,6 +845,8 @@ async fn admin(args: AdminArgs, json: bool) -> anyhow::Result<ExitCode> {
                 break_glass_max_minutes,
                 attachment_max_bytes: attachment_max,
                 attachment_quota_bytes: attachment_quota,
+                attachment_denied_media_types: attachment_deny_types.map(|l| l.0),
+                attachment_denied_extensions: attachment_deny_extensions.map(|l| l.0),
             };
             let p = services.update_policy(&actor, req).await.map_err(api)?;
             out(
@@ -923,7 +954,9 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
          password minimum length: {} (at least 15 without MFA)\n\
          notification privacy (ids only in pushed events): {}\n\
          break-glass roles: {}; longest access: {} min\n\
-         largest attachment: {} bytes; attachment quota: {} bytes",
+         largest attachment: {} bytes; attachment quota: {} bytes\n\
+         refused attachment types: {}\n\
+         refused attachment extensions: {}",
         p.mfa_required,
         p.idle_timeout_secs,
         p.absolute_timeout_secs,
@@ -944,8 +977,18 @@ fn policy_text(p: &ward_proto::PolicyInfo) -> String {
         },
         p.break_glass_max_minutes,
         p.attachment_max_bytes,
-        p.attachment_quota_bytes
+        p.attachment_quota_bytes,
+        none_if_empty(&p.attachment_denied_media_types),
+        none_if_empty(&p.attachment_denied_extensions),
     )
+}
+
+fn none_if_empty(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".to_owned()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Print `value` for `--json`, else `text`.

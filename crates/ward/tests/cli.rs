@@ -640,6 +640,43 @@ fn admin_policy_attachment_limits() {
         !ok && err.contains("attachment_max_bytes must be at most attachment_quota_bytes"),
         "{err}"
     );
+
+    // Refused types and extensions: replaced as a whole, normalised, `none` empties a list.
+    let (ok, p, err) = admin_json(
+        dir.path(),
+        &[
+            "policy",
+            "set",
+            "--attachment-deny-types",
+            "application/pdf,Application/X-Msdownload",
+            "--attachment-deny-extensions",
+            ".EXE,docm",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        p["attachment_denied_media_types"],
+        serde_json::json!(["application/pdf", "application/x-msdownload"])
+    );
+    assert_eq!(
+        p["attachment_denied_extensions"],
+        serde_json::json!(["docm", "exe"])
+    );
+    let (ok, _, err) = admin_json(
+        dir.path(),
+        &["policy", "set", "--attachment-deny-types", "pdf"],
+    );
+    assert!(!ok && err.contains("is not a media type"), "{err}");
+    let (ok, p, err) = admin_json(
+        dir.path(),
+        &["policy", "set", "--attachment-deny-extensions", "none"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(p["attachment_denied_extensions"], serde_json::json!([]));
+    assert_eq!(
+        p["attachment_denied_media_types"].as_array().unwrap().len(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,31 +14,7 @@ pub const SNIFF_BYTES: usize = 8192;
 /// whole image in memory; a larger image is refused rather than sent with its metadata.
 pub const MAX_IMAGE_STRIP_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Media types refused by default: executables and code of every platform `infer` knows, and
-/// shell scripts.
-pub const DEFAULT_DENIED_MEDIA_TYPES: &[&str] = &[
-    "application/x-executable",
-    "application/vnd.microsoft.portable-executable",
-    "application/x-msdownload",
-    "application/x-mach-binary",
-    "application/java",
-    "application/java-archive",
-    "application/vnd.android.dex",
-    "application/vnd.android.dey",
-    "application/vnd.android.package-archive",
-    "application/wasm",
-    "application/x-llvm",
-    "application/x-shockwave-flash",
-    "text/x-shellscript",
-    "application/x-sh",
-];
-
-/// File extensions refused by default (lowercase, without the dot): executables and scripts
-/// that a double click runs.
-pub const DEFAULT_DENIED_EXTENSIONS: &[&str] = &[
-    "exe", "dll", "com", "scr", "msi", "bat", "cmd", "ps1", "vbs", "js", "jse", "wsf", "sh", "jar",
-    "apk", "app", "elf", "bin", "so", "dylib", "class", "wasm",
-];
+pub use ward_proto::{DEFAULT_DENIED_EXTENSIONS, DEFAULT_DENIED_MEDIA_TYPES};
 
 /// The organisation's attachment policy as the sending client applies it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +40,16 @@ impl Default for AttachmentPolicy {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+        }
+    }
+}
+
+impl From<ward_proto::AttachmentPolicyInfo> for AttachmentPolicy {
+    fn from(p: ward_proto::AttachmentPolicyInfo) -> Self {
+        AttachmentPolicy {
+            max_bytes: p.max_bytes,
+            denied_media_types: p.denied_media_types,
+            denied_extensions: p.denied_extensions,
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::service::{AuthSession, DeviceScope, Services};
         commit_log, sync, ack, read_receipts, admin_list_users, admin_create_user,
         admin_suspend_user, admin_reactivate_user, admin_reissue_code, admin_list_devices,
         admin_revoke_device, admin_wipe_device, admin_wipe_status, confirm_wipe, admin_audit,
-        admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, admin_set_dlp_policy,
+        admin_audit_verify, admin_policy, admin_update_policy, dlp_policy, attachment_policy, admin_set_dlp_policy,
         journal_keys, journal_mismatch, compliance_journal,
         super::ws::upgrade,
         super::retention::admin_retention, super::retention::admin_set_retention,
@@ -610,6 +610,17 @@ pub async fn admin_update_policy(
     AppJson(req): AppJson<UpdatePolicyRequest>,
 ) -> ApiResult<Json<PolicyInfo>> {
     Ok(Json(s.update_policy(&session.actor(), req).await?))
+}
+
+/// The organisation's attachment policy: size limit and refused types, which sending clients
+/// apply before encrypting (any session).
+#[utoipa::path(get, path = "/v1/attachment-policy", security(("bearer" = [])),
+    responses((status = 200, body = ward_proto::AttachmentPolicyInfo)))]
+pub async fn attachment_policy(
+    State(s): State<Arc<Services>>,
+    _session: AuthSession,
+) -> Json<ward_proto::AttachmentPolicyInfo> {
+    Json(s.attachment_policy())
 }
 
 /// The organisation's DLP document, signed by the organisation CA (any session).
