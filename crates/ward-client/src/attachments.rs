@@ -406,6 +406,64 @@ mod tests {
     }
 
     #[test]
+    fn an_image_gets_its_own_encrypted_thumbnail_and_a_bomb_none() {
+        let src = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(900, 600, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+        });
+        let mut png = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut png),
+            img.as_raw(),
+            900,
+            600,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+        let path = src.path().join("wound.png");
+        fs::write(&path, &png).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let policy = AttachmentPolicy::default();
+        let p = prepare_attachment(&path, None, &policy, work.path(), &mut rng).unwrap();
+        let t = p.thumbnail.as_deref().expect("a PNG gets a thumbnail");
+        assert_eq!(t.media_type, "image/jpeg");
+        assert_eq!(t.file_name, THUMBNAIL_FILE_NAME);
+        assert!(t.thumbnail.is_none());
+        assert_ne!(t.blob.key, p.blob.key, "its own key");
+        assert_ne!(t.ciphertext_path, p.ciphertext_path);
+        let ct = fs::read(&t.ciphertext_path).unwrap();
+        let d = t.descriptor(uuid::Uuid::new_v4()).unwrap();
+        let jpeg = decrypt_in_memory(&d, &ct).unwrap();
+        let back = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((back.width(), back.height()), (320, 213));
+        let mut bad = ct.clone();
+        bad[10] ^= 1;
+        assert!(decrypt_in_memory(&d, &bad).is_err());
+        assert_eq!(names(work.path()).len(), 2);
+        p.remove_files();
+        assert!(names(work.path()).is_empty(), "both ciphertext files removed");
+
+        // A JPEG whose frame claims 60000x60000 pixels (a decompression bomb): sent, without
+        // a thumbnail, never decoded.
+        let mut broken = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut broken)
+            .encode_image(&image::RgbImage::new(16, 16))
+            .unwrap();
+        let sof = broken.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        broken[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let path = src.path().join("huge.jpg");
+        fs::write(&path, &broken).unwrap();
+        let p = prepare_attachment(&path, None, &policy, work.path(), &mut rng).unwrap();
+        assert!(p.thumbnail.is_none());
+        assert_eq!(names(work.path()).len(), 1);
+        p.remove_files();
+
+        assert_eq!(thumbnail_file_name("wound.jpg"), "wound.jpg.thumb.jpg");
+        assert_eq!(thumbnail_file_name(&"x".repeat(250)), THUMBNAIL_FILE_NAME);
+    }
+
+    #[test]
     fn failures_leave_no_file() {
         let src = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
