@@ -322,3 +322,4 @@ proptest! {
         let _ = make_thumbnail("image/png", &png);
     }
 }
+
