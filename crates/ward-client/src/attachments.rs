@@ -179,8 +179,13 @@ pub fn prepare_attachment(
     match result {
         Ok(blob) => {
             let thumbnail = thumbnail_jpeg.and_then(|jpeg| {
-                match encrypt_bytes(&jpeg, THUMBNAIL_MEDIA_TYPE, THUMBNAIL_FILE_NAME, work_dir, rng)
-                {
+                match encrypt_bytes(
+                    &jpeg,
+                    THUMBNAIL_MEDIA_TYPE,
+                    THUMBNAIL_FILE_NAME,
+                    work_dir,
+                    rng,
+                ) {
                     Ok(t) => Some(Box::new(t)),
                     Err(e) => {
                         tracing::debug!(error = %e, "could not encrypt a thumbnail; sent without");
@@ -442,7 +447,10 @@ mod tests {
         assert!(decrypt_in_memory(&d, &bad).is_err());
         assert_eq!(names(work.path()).len(), 2);
         p.remove_files();
-        assert!(names(work.path()).is_empty(), "both ciphertext files removed");
+        assert!(
+            names(work.path()).is_empty(),
+            "both ciphertext files removed"
+        );
 
         // A JPEG whose frame claims 60000x60000 pixels (a decompression bomb): sent, without
         // a thumbnail, never decoded.

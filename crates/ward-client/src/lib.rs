@@ -48,9 +48,7 @@ pub use error::WardError;
 pub use journal::{
     JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
 };
-pub use profile::{
-    AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage, ThumbnailInfo,
-};
+pub use profile::{AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage, ThumbnailInfo};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
 pub use role::{AckChoice, RoleSent};
 pub use transfer::{Direction, MAX_PART_BYTES, Progress, ProgressFn, SavedAttachment};

@@ -347,7 +347,11 @@ async fn photo_pdf_and_audio_round_trip_and_the_server_holds_no_plaintext() {
 fn big_photo() -> Vec<u8> {
     let img = image::RgbImage::from_fn(1600, 1200, |x, y| {
         let t = ((x * 7 + y * 13) % 17) as u8;
-        image::Rgb([(x * 255 / 1600) as u8 ^ t, (y * 255 / 1200) as u8, (x + y) as u8])
+        image::Rgb([
+            (x * 255 / 1600) as u8 ^ t,
+            (y * 255 / 1200) as u8,
+            (x + y) as u8,
+        ])
     });
     let mut clean = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut clean, 90)
@@ -404,13 +408,20 @@ async fn a_photo_gets_an_encrypted_thumbnail_that_erasure_deletes_with_it() {
         .clone()
         .expect("the photo has a thumbnail");
     assert_eq!(thumb.media_type, "image/jpeg");
-    assert!(thumb.size > 0 && thumb.size < 30 * 1024, "small: {}", thumb.size);
+    assert!(
+        thumb.size > 0 && thumb.size < 30 * 1024,
+        "small: {}",
+        thumb.size
+    );
     assert_ne!(thumb.blob_id, sent.attachments[0].blob_id);
     assert!(
         sent.attachments[1].thumbnail.is_none(),
         "an image no decoder may open is sent, without a thumbnail"
     );
-    assert!(sent.attachments[2].thumbnail.is_none(), "no thumbnail for a PDF");
+    assert!(
+        sent.attachments[2].thumbnail.is_none(),
+        "no thumbnail for a PDF"
+    );
     assert!(upload_leftovers(&alice.profile()).is_empty());
 
     let report = bob.client.sync().await.unwrap();
@@ -480,7 +491,13 @@ async fn a_photo_gets_an_encrypted_thumbnail_that_erasure_deletes_with_it() {
     assert_eq!(r.envelopes_erased, 1, "{r:?}");
     let e = bob.client.download_thumbnail(d).await.unwrap_err();
     assert!(
-        matches!(&e, WardError::Api { code: ErrorCode::NotFound, .. }),
+        matches!(
+            &e,
+            WardError::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains(&thumb.blob_id.to_string()), "{e}");
@@ -490,7 +507,13 @@ async fn a_photo_gets_an_encrypted_thumbnail_that_erasure_deletes_with_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, WardError::Api { code: ErrorCode::NotFound, .. }),
+        matches!(
+            &e,
+            WardError::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
         "{e}"
     );
     server.stop().await;

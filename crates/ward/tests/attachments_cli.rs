@@ -202,7 +202,10 @@ fn send_attach_and_sync_download_dir() {
     assert_eq!(thumb["media_type"], "image/jpeg", "{sent}");
     assert!(thumb["size"].as_u64().unwrap() > 0, "{sent}");
     assert!(thumb["blob_id"].is_string() && thumb["blob_id"] != attached[0]["blob_id"]);
-    assert!(attached[1].get("thumbnail").is_none(), "no thumbnail for a PDF: {sent}");
+    assert!(
+        attached[1].get("thumbnail").is_none(),
+        "no thumbnail for a PDF: {sent}"
+    );
 
     // Human output names the attachments.
     let (ok, out, err) = client(
@@ -247,7 +250,10 @@ fn send_attach_and_sync_download_dir() {
     assert!(!contains(&got, GPS), "GPS stripped");
     assert!(!contains(&got, b"Exif"), "EXIF stripped");
     assert_eq!(std::fs::read(pdf_path).unwrap(), pdf);
-    assert_eq!(first[0]["thumbnail"], *thumb, "the recipient sees the same thumbnail");
+    assert_eq!(
+        first[0]["thumbnail"], *thumb,
+        "the recipient sees the same thumbnail"
+    );
     let thumb_path = first[0]["thumbnail_path"].as_str().unwrap();
     assert_eq!(Path::new(thumb_path), downloads.join("ulcer.jpg.thumb.jpg"));
     let preview = std::fs::read(thumb_path).unwrap();

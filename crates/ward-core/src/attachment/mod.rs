@@ -290,7 +290,10 @@ impl AttachmentDescriptor {
                     return bad("thumbnail.media_type", "must be an image type");
                 }
                 if t.size > MAX_THUMBNAIL_BYTES {
-                    return bad("thumbnail.size", "exceeds the 256 KiB maximum of a thumbnail");
+                    return bad(
+                        "thumbnail.size",
+                        "exceeds the 256 KiB maximum of a thumbnail",
+                    );
                 }
                 t.validate_inner(false)
             }

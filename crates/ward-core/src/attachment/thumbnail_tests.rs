@@ -122,11 +122,7 @@ fn a_jpeg_photo_becomes_a_small_jpeg_within_320_without_metadata() {
     assert_eq!((t.width, t.height), (320, 240));
     let back = decode_jpeg(&t.jpeg);
     assert_eq!((back.width(), back.height()), (320, 240));
-    assert!(
-        t.jpeg.len() < 30 * 1024,
-        "small: {} bytes",
-        t.jpeg.len()
-    );
+    assert!(t.jpeg.len() < 30 * 1024, "small: {} bytes", t.jpeg.len());
     let seen = segment_markers(&t.jpeg);
     assert!(
         !seen
@@ -135,7 +131,10 @@ fn a_jpeg_photo_becomes_a_small_jpeg_within_320_without_metadata() {
         "no metadata segments: {seen:x?}"
     );
     assert!(!contains(&t.jpeg, b"Exif") && !contains(&t.jpeg, b"GPS-52"));
-    assert!(!format!("{t:?}").contains("jpeg: ["), "Debug shows no bytes");
+    assert!(
+        !format!("{t:?}").contains("jpeg: ["),
+        "Debug shows no bytes"
+    );
     // The colours survive the scaling: the left edge is dark red, the right edge bright.
     let rgb = back.to_rgb8();
     assert!(rgb.get_pixel(2, 120).0[0] < 80 && rgb.get_pixel(317, 120).0[0] > 170);
@@ -155,9 +154,15 @@ fn a_transparent_png_portrait_becomes_a_jpeg_over_white() {
     let back = decode_jpeg(&t.jpeg).to_rgb8();
     assert_eq!(back.dimensions(), (160, 320));
     let left = back.get_pixel(20, 160).0;
-    assert!(left.iter().all(|&c| c > 240), "transparent is white: {left:?}");
+    assert!(
+        left.iter().all(|&c| c > 240),
+        "transparent is white: {left:?}"
+    );
     let right = back.get_pixel(140, 160).0;
-    assert!(right[2] > 150 && right[0] < 60, "opaque blue stays: {right:?}");
+    assert!(
+        right[2] > 150 && right[0] < 60,
+        "opaque blue stays: {right:?}"
+    );
 }
 
 #[test]
@@ -194,7 +199,11 @@ fn noisy_images_still_come_out_small() {
         image::Rgb([b[0], b[1], b[2]])
     });
     let t = make_thumbnail("image/png", &png_rgb_of(&noise)).unwrap();
-    assert!(t.jpeg.len() as u64 <= MAX_THUMBNAIL_BYTES, "{}", t.jpeg.len());
+    assert!(
+        t.jpeg.len() as u64 <= MAX_THUMBNAIL_BYTES,
+        "{}",
+        t.jpeg.len()
+    );
     assert_eq!(decode_jpeg(&t.jpeg).width(), 320);
 }
 
@@ -216,7 +225,10 @@ fn corrupt_and_unsupported_images_get_no_thumbnail() {
     let e = make_thumbnail("image/jpeg", b"\xFF\xD8\xFF\xE0 not a jpeg").unwrap_err();
     assert!(matches!(e, ThumbnailError::Decode(_)), "{e:?}");
     let e = make_thumbnail("image/png", &good).unwrap_err();
-    assert!(matches!(e, ThumbnailError::Decode(_)), "a JPEG is no PNG: {e:?}");
+    assert!(
+        matches!(e, ThumbnailError::Decode(_)),
+        "a JPEG is no PNG: {e:?}"
+    );
     let e = make_thumbnail("image/png", b"").unwrap_err();
     assert!(matches!(e, ThumbnailError::Decode(_)), "{e:?}");
     let e = make_thumbnail("application/pdf", b"%PDF-1.7").unwrap_err();
@@ -243,7 +255,10 @@ fn decompression_bombs_are_refused_before_decoding() {
     // One side over the limit, few pixels in all.
     let e = make_thumbnail("image/png", &png_claiming(40_000, 1)).unwrap_err();
     assert!(
-        matches!(e, ThumbnailError::TooManyPixels { .. } | ThumbnailError::Decode(_)),
+        matches!(
+            e,
+            ThumbnailError::TooManyPixels { .. } | ThumbnailError::Decode(_)
+        ),
         "{e:?}"
     );
     // A JPEG whose frame header claims 60000x60000.
@@ -256,7 +271,10 @@ fn decompression_bombs_are_refused_before_decoding() {
     jpeg[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
     let e = make_thumbnail("image/jpeg", &jpeg).unwrap_err();
     assert!(
-        matches!(e, ThumbnailError::TooManyPixels { .. } | ThumbnailError::Decode(_)),
+        matches!(
+            e,
+            ThumbnailError::TooManyPixels { .. } | ThumbnailError::Decode(_)
+        ),
         "{e:?}"
     );
     // Under the pixel limit but over the memory budget: 9000x9000 RGBA needs 324 MB.
@@ -268,8 +286,8 @@ fn decompression_bombs_are_refused_before_decoding() {
         }
     );
     // The memory budget applies to real images too (a small budget here).
-    let e = make_thumbnail_within("image/png", &png_rgb_of(&photo(1000, 1000)), 1 << 20)
-        .unwrap_err();
+    let e =
+        make_thumbnail_within("image/png", &png_rgb_of(&photo(1000, 1000)), 1 << 20).unwrap_err();
     assert_eq!(e, ThumbnailError::OutOfMemoryBudget { max: 1 << 20 });
 }
 
@@ -322,4 +340,3 @@ proptest! {
         let _ = make_thumbnail("image/png", &png);
     }
 }
-
