@@ -1,6 +1,8 @@
 //! Attachment files on disk (ADR 0015): encrypt a file into a ciphertext file ready to upload,
 //! and decrypt a downloaded ciphertext into a directory, streaming both ways (one chunk plus
 //! one read buffer in memory; JPEG/PNG are read whole, at most 32 MiB, to strip metadata).
+//! An image also gets a thumbnail (at most 320x320, JPEG), encrypted with its own key into its
+//! own ciphertext file; when none can be made the image goes without one.
 //!
 //! A decrypted file appears under its final name only when every check passed: it is written
 //! to a hidden temporary file in the same directory, synced, and then linked to a name that
@@ -15,9 +17,12 @@ use std::path::{Path, PathBuf};
 use rand::{CryptoRng, RngCore};
 use ward_core::attachment::{
     AttachmentDescriptor, AttachmentError, AttachmentPolicy, DEFAULT_CHUNK_SIZE, Decryptor,
-    EncryptedBlob, Encryptor, SNIFF_BYTES, inspect, is_file_name, media_type_for_file_name,
-    strip_metadata,
+    EncryptedBlob, Encryptor, SNIFF_BYTES, THUMBNAIL_MEDIA_TYPE, inspect, is_file_name,
+    make_thumbnail, media_type_for_file_name, strip_metadata, thumbnail_supported,
 };
+
+/// The file name inside a thumbnail's descriptor (the original's name is not repeated).
+pub const THUMBNAIL_FILE_NAME: &str = "thumbnail.jpg";
 
 /// Read buffer size for streaming (64 KiB).
 const IO_BUF: usize = 64 * 1024;
@@ -61,12 +66,24 @@ pub struct PreparedAttachment {
     pub media_type: String,
     /// The file's name (its last path component).
     pub file_name: String,
+    /// The encrypted thumbnail of an image (its own ciphertext file and key), when one could
+    /// be made; uploaded as its own blob beside the file.
+    pub thumbnail: Option<Box<PreparedAttachment>>,
 }
 
 impl PreparedAttachment {
-    /// The descriptor for the message, once the server assigned the blob id.
+    /// The descriptor for the message, once the server assigned the blob id (without the
+    /// thumbnail, whose blob has its own id: the upload sets it).
     pub fn descriptor(&self, blob_id: uuid::Uuid) -> Result<AttachmentDescriptor, AttachmentError> {
         AttachmentDescriptor::new(blob_id, &self.blob, &self.media_type, &self.file_name)
+    }
+
+    /// Deletes the ciphertext files (the file's and its thumbnail's); best effort.
+    pub fn remove_files(&self) {
+        let _ = fs::remove_file(&self.ciphertext_path);
+        if let Some(t) = &self.thumbnail {
+            t.remove_files();
+        }
     }
 }
 
@@ -100,6 +117,7 @@ pub fn prepare_attachment(
     let checked = inspect(policy, &file_name, declared, &head, size)?;
 
     let ciphertext_path = work_dir.join(format!(".ward-upload-{}.part", uuid::Uuid::new_v4()));
+    let mut thumbnail_jpeg = None;
     let result = (|| {
         let mut out = OpenOptions::new()
             .write(true)
@@ -129,6 +147,14 @@ pub fn prepare_attachment(
                     .map_err(io_err("cannot write", &ciphertext_path))?;
                 ct.clear();
             }
+            if thumbnail_supported(kind) {
+                // From the stripped image: the decoded pixels carry no metadata, and the
+                // encoder writes none. A failure only means no preview.
+                match make_thumbnail(kind, &stripped) {
+                    Ok(t) => thumbnail_jpeg = Some(t.jpeg),
+                    Err(e) => tracing::debug!(error = %e, "attachment sent without a thumbnail"),
+                }
+            }
         } else {
             enc.push(&head, &mut ct)?;
             let mut buf = vec![0u8; IO_BUF];
@@ -151,16 +177,101 @@ pub fn prepare_attachment(
         Ok(blob)
     })();
     match result {
+        Ok(blob) => {
+            let thumbnail = thumbnail_jpeg.and_then(|jpeg| {
+                match encrypt_bytes(
+                    &jpeg,
+                    THUMBNAIL_MEDIA_TYPE,
+                    THUMBNAIL_FILE_NAME,
+                    work_dir,
+                    rng,
+                ) {
+                    Ok(t) => Some(Box::new(t)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not encrypt a thumbnail; sent without");
+                        None
+                    }
+                }
+            });
+            Ok(PreparedAttachment {
+                ciphertext_path,
+                blob,
+                media_type: checked.media_type,
+                file_name,
+                thumbnail,
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&ciphertext_path);
+            Err(e)
+        }
+    }
+}
+
+/// Encrypts bytes already in memory (a thumbnail) with a fresh key into a new ciphertext file
+/// in `work_dir`. On error no file is left.
+fn encrypt_bytes(
+    data: &[u8],
+    media_type: &str,
+    file_name: &str,
+    work_dir: &Path,
+    rng: &mut (impl CryptoRng + RngCore),
+) -> Result<PreparedAttachment, AttachmentFileError> {
+    let ciphertext_path = work_dir.join(format!(".ward-upload-{}.part", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&ciphertext_path)
+            .map_err(io_err("cannot create", &ciphertext_path))?;
+        let mut enc = Encryptor::new(rng, DEFAULT_CHUNK_SIZE)?;
+        let mut ct = Vec::with_capacity(data.len() + 1024);
+        enc.push(data, &mut ct)?;
+        let blob = enc.finish(&mut ct)?;
+        out.write_all(&ct)
+            .map_err(io_err("cannot write", &ciphertext_path))?;
+        out.sync_all()
+            .map_err(io_err("cannot sync", &ciphertext_path))?;
+        Ok(blob)
+    })();
+    match result {
         Ok(blob) => Ok(PreparedAttachment {
             ciphertext_path,
             blob,
-            media_type: checked.media_type,
-            file_name,
+            media_type: media_type.to_owned(),
+            file_name: file_name.to_owned(),
+            thumbnail: None,
         }),
         Err(e) => {
             let _ = fs::remove_file(&ciphertext_path);
             Err(e)
         }
+    }
+}
+
+/// Decrypts a small blob held in memory (a thumbnail, at most
+/// [`MAX_THUMBNAIL_BYTES`](ward_core::attachment::MAX_THUMBNAIL_BYTES)) as `descriptor`
+/// describes: every chunk and the ciphertext hash are checked before anything is returned.
+pub fn decrypt_in_memory(
+    descriptor: &AttachmentDescriptor,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, AttachmentError> {
+    let mut dec = Decryptor::new(descriptor)?;
+    let mut plain = Vec::with_capacity(usize::try_from(descriptor.size).unwrap_or(0));
+    dec.push(ciphertext, &mut plain)?;
+    dec.finish(&mut plain)?;
+    Ok(plain)
+}
+
+/// The name a thumbnail is saved under beside its file: `NAME.thumb.jpg` for a file saved as
+/// `NAME` (so `wound.jpg` gets `wound.jpg.thumb.jpg`), or `thumbnail.jpg` when that would be
+/// too long a name.
+pub fn thumbnail_file_name(saved_file_name: &str) -> String {
+    let name = format!("{saved_file_name}.thumb.jpg");
+    if is_file_name(&name) {
+        name
+    } else {
+        THUMBNAIL_FILE_NAME.to_owned()
     }
 }
 
@@ -238,6 +349,7 @@ impl std::fmt::Debug for PreparedAttachment {
             .field("blob", &self.blob)
             .field("media_type", &self.media_type)
             .field("file_name", &"(redacted)")
+            .field("thumbnail", &self.thumbnail)
             .finish()
     }
 }
@@ -296,6 +408,67 @@ mod tests {
             names(dl.path()),
             vec!["lab result (1).pdf", "lab result.pdf"]
         );
+    }
+
+    #[test]
+    fn an_image_gets_its_own_encrypted_thumbnail_and_a_bomb_none() {
+        let src = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(900, 600, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+        });
+        let mut png = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut png),
+            img.as_raw(),
+            900,
+            600,
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+        let path = src.path().join("wound.png");
+        fs::write(&path, &png).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let policy = AttachmentPolicy::default();
+        let p = prepare_attachment(&path, None, &policy, work.path(), &mut rng).unwrap();
+        let t = p.thumbnail.as_deref().expect("a PNG gets a thumbnail");
+        assert_eq!(t.media_type, "image/jpeg");
+        assert_eq!(t.file_name, THUMBNAIL_FILE_NAME);
+        assert!(t.thumbnail.is_none());
+        assert_ne!(t.blob.key, p.blob.key, "its own key");
+        assert_ne!(t.ciphertext_path, p.ciphertext_path);
+        let ct = fs::read(&t.ciphertext_path).unwrap();
+        let d = t.descriptor(uuid::Uuid::new_v4()).unwrap();
+        let jpeg = decrypt_in_memory(&d, &ct).unwrap();
+        let back = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((back.width(), back.height()), (320, 213));
+        let mut bad = ct.clone();
+        bad[10] ^= 1;
+        assert!(decrypt_in_memory(&d, &bad).is_err());
+        assert_eq!(names(work.path()).len(), 2);
+        p.remove_files();
+        assert!(
+            names(work.path()).is_empty(),
+            "both ciphertext files removed"
+        );
+
+        // A JPEG whose frame claims 60000x60000 pixels (a decompression bomb): sent, without
+        // a thumbnail, never decoded.
+        let mut broken = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut broken)
+            .encode_image(&image::RgbImage::new(16, 16))
+            .unwrap();
+        let sof = broken.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        broken[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let path = src.path().join("huge.jpg");
+        fs::write(&path, &broken).unwrap();
+        let p = prepare_attachment(&path, None, &policy, work.path(), &mut rng).unwrap();
+        assert!(p.thumbnail.is_none());
+        assert_eq!(names(work.path()).len(), 1);
+        p.remove_files();
+
+        assert_eq!(thumbnail_file_name("wound.jpg"), "wound.jpg.thumb.jpg");
+        assert_eq!(thumbnail_file_name(&"x".repeat(250)), THUMBNAIL_FILE_NAME);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub use error::WardError;
 pub use journal::{
     JOURNAL_PASSPHRASE_MIN, read_journal_key_file, seal_journal_key, write_journal_key_file,
 };
-pub use profile::{AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage};
+pub use profile::{AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage, ThumbnailInfo};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
 pub use role::{AckChoice, RoleSent};
 pub use transfer::{Direction, MAX_PART_BYTES, Progress, ProgressFn, SavedAttachment};
@@ -497,7 +497,9 @@ impl WardClient {
     /// metadata and encrypted with a fresh key (into a temporary file in the profile
     /// directory), uploaded in parts (resuming after network failures, `progress` told as it
     /// goes), and its descriptor travels inside the encrypted message, whose envelope names
-    /// the blob ids. Nothing is sent if any file is refused.
+    /// the blob ids. A JPEG, PNG or GIF image also gets an encrypted thumbnail (its own blob
+    /// and key, named in the envelope too); an image whose thumbnail cannot be made is sent
+    /// without one. Nothing is sent if any file is refused.
     pub async fn send_with_attachments(
         &mut self,
         target: Target,
@@ -558,7 +560,7 @@ impl WardClient {
         }
         .await;
         for p in &prepared {
-            let _ = std::fs::remove_file(&p.ciphertext_path);
+            p.remove_files();
         }
         result
     }

@@ -160,6 +160,20 @@ pub struct AttachmentInfo {
     pub media_type: String,
     /// Its size in bytes (plaintext, after metadata stripping).
     pub size: u64,
+    /// Its encrypted preview, for images that have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailInfo>,
+}
+
+/// What an attachment's thumbnail is, without its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThumbnailInfo {
+    /// The blob holding its ciphertext on the server.
+    pub blob_id: uuid::Uuid,
+    /// Its media type (`image/jpeg`).
+    pub media_type: String,
+    /// Its size in bytes (plaintext).
+    pub size: u64,
 }
 
 impl AttachmentInfo {
@@ -170,6 +184,11 @@ impl AttachmentInfo {
             file_name: d.file_name.clone(),
             media_type: d.media_type.clone(),
             size: d.size,
+            thumbnail: d.thumbnail.as_deref().map(|t| ThumbnailInfo {
+                blob_id: t.blob_id,
+                media_type: t.media_type.clone(),
+                size: t.size,
+            }),
         }
     }
 }

@@ -107,7 +107,7 @@ impl WardClient {
             )
             .await;
         for p in &prepared {
-            let _ = std::fs::remove_file(&p.ciphertext_path);
+            p.remove_files();
         }
         self.obey_wipe(r).await
     }

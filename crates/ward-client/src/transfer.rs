@@ -65,6 +65,10 @@ pub struct SavedAttachment {
     pub info: AttachmentInfo,
     /// Where it was written.
     pub saved_path: PathBuf,
+    /// Where its thumbnail was written, if it has one and it was fetched
+    /// ([`WardClient::save_thumbnail`]; [`WardClient::download_attachments`] leaves it `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_path: Option<PathBuf>,
 }
 
 /// Lends the callback for one transfer of several (the trait object's lifetime shortens).
@@ -120,7 +124,47 @@ impl WardClient {
     /// retried from where the server says it stopped. If it keeps failing the answer is
     /// [`WardError::UploadInterrupted`] (continue with [`Self::resume_upload`]); any other
     /// refusal abandons the upload on the server.
+    ///
+    /// An image's thumbnail is uploaded after it as its own blob of the same conversation and
+    /// set as the descriptor's `thumbnail`; if that upload fails the attachment goes without
+    /// a thumbnail (the failure is logged at debug level).
     pub async fn upload_attachment(
+        &self,
+        conversation: ConversationId,
+        prepared: &PreparedAttachment,
+        progress: Option<ProgressFn<'_>>,
+    ) -> Result<AttachmentDescriptor, WardError> {
+        let mut d = self.upload_blob(conversation, prepared, progress).await?;
+        self.attach_thumbnail(conversation, prepared, &mut d).await;
+        Ok(d)
+    }
+
+    /// Uploads `prepared.thumbnail`, if any, and sets it in `d`; best effort.
+    async fn attach_thumbnail(
+        &self,
+        conversation: ConversationId,
+        prepared: &PreparedAttachment,
+        d: &mut AttachmentDescriptor,
+    ) {
+        let Some(thumbnail) = &prepared.thumbnail else {
+            return;
+        };
+        match self.upload_blob(conversation, thumbnail, None).await {
+            Ok(t) => d.thumbnail = Some(Box::new(t)),
+            Err(e) => {
+                if let WardError::UploadInterrupted { blob_id, .. } = &e
+                    && let Err(d) = self.api.delete(&format!("/v1/blobs/{blob_id}")).await
+                {
+                    tracing::debug!(%blob_id, error = %d, "could not abandon a thumbnail upload");
+                }
+                tracing::debug!(error = %e, "thumbnail upload failed; sent without a thumbnail");
+            }
+        }
+    }
+
+    /// Uploads one ciphertext file as a blob of `conversation` (see
+    /// [`Self::upload_attachment`]), without its thumbnail.
+    async fn upload_blob(
         &self,
         conversation: ConversationId,
         prepared: &PreparedAttachment,
@@ -168,7 +212,8 @@ impl WardClient {
 
     /// Continues an interrupted upload of `prepared` as blob `blob_id` from the offset the
     /// server reports (`GET /v1/blobs/{id}/upload`): bytes already received are not sent
-    /// again.
+    /// again. The thumbnail, if any, is uploaded afterwards (best effort, as in
+    /// [`Self::upload_attachment`]).
     pub async fn resume_upload(
         &self,
         blob_id: uuid::Uuid,
@@ -187,10 +232,13 @@ impl WardClient {
                 upload.size, prepared.blob.ciphertext_len
             )));
         }
+        let conversation = upload.conversation_id;
         self.push_blob(upload, prepared, &mut progress).await?;
-        prepared
+        let mut d = prepared
             .descriptor(blob_id)
-            .map_err(|e| WardError::Attachment(e.into()))
+            .map_err(|e| WardError::Attachment(e.into()))?;
+        self.attach_thumbnail(conversation, prepared, &mut d).await;
+        Ok(d)
     }
 
     /// Sends the rest of the ciphertext from `upload.received` on, then completes the blob
@@ -451,6 +499,76 @@ impl WardClient {
         Ok(())
     }
 
+    /// Downloads, verifies and decrypts an attachment's thumbnail into memory, so a user
+    /// interface can show a preview without fetching the file. `None` when the attachment has
+    /// no thumbnail. The thumbnail is a JPEG of at most 320x320 pixels and
+    /// [`MAX_THUMBNAIL_BYTES`](ward_core::attachment::MAX_THUMBNAIL_BYTES) (a larger one is
+    /// refused before anything is fetched); every chunk and the ciphertext hash are checked.
+    pub async fn download_thumbnail(
+        &self,
+        descriptor: &AttachmentDescriptor,
+    ) -> Result<Option<Vec<u8>>, WardError> {
+        descriptor
+            .validate()
+            .map_err(|e| WardError::Attachment(e.into()))?;
+        let Some(t) = descriptor.thumbnail.as_deref() else {
+            return Ok(None);
+        };
+        let total = t.ciphertext_len();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHANNEL_CHUNKS);
+        let collect = async move {
+            let mut ct = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+            while let Some(Ok(chunk)) = rx.recv().await {
+                // A longer blob than announced is refused by the decryptor; stop reading.
+                if ct.len() as u64 + chunk.len() as u64 > total {
+                    return Err(ward_core::attachment::AttachmentError::TrailingData {
+                        expected: total,
+                    });
+                }
+                ct.extend_from_slice(&chunk);
+            }
+            Ok(ct)
+        };
+        let fetch = async {
+            let r = self
+                .fetch_ranges(t.blob_id, total, &t.file_name, &tx, &mut None)
+                .await;
+            drop(tx);
+            r
+        };
+        let (fetched, collected) = tokio::join!(fetch, collect);
+        fetched?;
+        let ct = collected.map_err(|e| WardError::Attachment(e.into()))?;
+        let jpeg = crate::attachments::decrypt_in_memory(t, &ct)
+            .map_err(|e| WardError::Attachment(e.into()))?;
+        Ok(Some(jpeg))
+    }
+
+    /// Downloads an attachment's thumbnail (see [`Self::download_thumbnail`]) into the
+    /// directory of `saved`, the path the attachment itself was saved to, as
+    /// `NAME.thumb.jpg` ([`thumbnail_file_name`](crate::attachments::thumbnail_file_name);
+    /// never overwriting: a taken name gets ` (1)`, …). `None` when it has no thumbnail.
+    pub async fn save_thumbnail(
+        &self,
+        descriptor: &AttachmentDescriptor,
+        saved: &Path,
+    ) -> Result<Option<PathBuf>, WardError> {
+        let Some(t) = descriptor.thumbnail.as_deref() else {
+            return Ok(None);
+        };
+        let name = saved
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(crate::attachments::THUMBNAIL_FILE_NAME);
+        let dir = match saved.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut named = t.clone();
+        named.file_name = crate::attachments::thumbnail_file_name(name);
+        self.download_attachment(&named, dir, None).await.map(Some)
+    }
+
     /// Downloads every attachment of `message` into `dir` (see
     /// [`Self::download_attachment`]); stops at the first failure. Files saved before it
     /// stay (each was verified in full).
@@ -468,6 +586,7 @@ impl WardClient {
             saved.push(SavedAttachment {
                 info: AttachmentInfo::of(d),
                 saved_path: path,
+                thumbnail_path: None,
             });
         }
         Ok(saved)

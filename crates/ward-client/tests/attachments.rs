@@ -2,7 +2,8 @@
 //! SQLite): a photo with EXIF GPS, a PDF and an audio file round-trip (the photo minus its
 //! metadata), the server's files hold no plaintext, and every bad input gets a clear error and
 //! leaves no partial file: an interrupted upload resumes, a hash mismatch, a disguised
-//! executable, an oversized file, a missing blob, a download by a non-member.
+//! executable, an oversized file, a missing blob, a download by a non-member. A photo gets an
+//! encrypted thumbnail that the recipient fetches alone, and erasure deletes it with the file.
 //!
 //! Interruptions are real: the client talks to the server through a TCP relay on loopback
 //! that can cut a connection after a number of bytes or refuse connections for a while.
@@ -338,6 +339,182 @@ async fn photo_pdf_and_audio_round_trip_and_the_server_holds_no_plaintext() {
         all.iter()
             .any(|p| std::fs::metadata(p).unwrap().len() >= files[1].1.len() as u64),
         "the blobs are stored under the data directory: {all:?}"
+    );
+    server.stop().await;
+}
+
+/// A 1600x1200 photo-like JPEG with an EXIF block naming a place.
+fn big_photo() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(1600, 1200, |x, y| {
+        let t = ((x * 7 + y * 13) % 17) as u8;
+        image::Rgb([
+            (x * 255 / 1600) as u8 ^ t,
+            (y * 255 / 1200) as u8,
+            (x + y) as u8,
+        ])
+    });
+    let mut clean = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut clean, 90)
+        .encode_image(&img)
+        .unwrap();
+    let mut app1 = b"Exif\0\0MM\0\x2a".to_vec();
+    app1.extend_from_slice(GPS_MARKER);
+    let mut j = clean[..2].to_vec();
+    j.extend(segment(0xE1, &app1));
+    j.extend_from_slice(&clean[2..]);
+    j
+}
+
+/// A JPEG whose frame header claims 60000x60000 pixels: a decompression bomb for a decoder.
+fn bomb_jpeg() -> Vec<u8> {
+    let mut j = vec![0xFF, 0xD8];
+    j.extend(segment(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"));
+    let mut p = jpeg_pixels();
+    let sof = p.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    p[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
+    p[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
+    j.extend(p);
+    j.extend_from_slice(&[0xFF, 0xD9]);
+    j
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_gets_an_encrypted_thumbnail_that_erasure_deletes_with_it() {
+    use ward_core::attachment::{THUMBNAIL_MAX_SIDE, make_thumbnail, strip_metadata};
+    let server = server().await;
+    let mut alice = enroll(&server, "alice").await;
+    let mut bob = enroll(&server, "bob").await;
+    let src = tempfile::tempdir().unwrap();
+    let photo = big_photo();
+    let files = [
+        ("wound.jpg", photo.clone()),
+        ("scan.jpg", bomb_jpeg()),
+        ("potassium.pdf", pdf()),
+    ];
+    let mut paths = Vec::new();
+    for (name, data) in &files {
+        let p = src.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        paths.push(p);
+    }
+    let sent = alice
+        .client
+        .send_with_attachments(user("bob"), "", &paths, Priority::Routine, false, None)
+        .await
+        .unwrap();
+    assert_eq!(sent.attachments.len(), 3);
+    let thumb = sent.attachments[0]
+        .thumbnail
+        .clone()
+        .expect("the photo has a thumbnail");
+    assert_eq!(thumb.media_type, "image/jpeg");
+    assert!(
+        thumb.size > 0 && thumb.size < 30 * 1024,
+        "small: {}",
+        thumb.size
+    );
+    assert_ne!(thumb.blob_id, sent.attachments[0].blob_id);
+    assert!(
+        sent.attachments[1].thumbnail.is_none(),
+        "an image no decoder may open is sent, without a thumbnail"
+    );
+    assert!(
+        sent.attachments[2].thumbnail.is_none(),
+        "no thumbnail for a PDF"
+    );
+    assert!(upload_leftovers(&alice.profile()).is_empty());
+
+    let report = bob.client.sync().await.unwrap();
+    assert_eq!(report.messages.len(), 1, "{:?}", report.warnings);
+    let m = report.messages[0].clone();
+    assert_eq!(m.attachments(), sent.attachments);
+    let d = &m.attachment_descriptors[0];
+    // The preview alone: decrypted in memory, a JPEG within 320x320 with the photo's aspect.
+    let jpeg = bob.client.download_thumbnail(d).await.unwrap().unwrap();
+    let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+    assert!(img.width() <= THUMBNAIL_MAX_SIDE && img.height() <= THUMBNAIL_MAX_SIDE);
+    assert_eq!((img.width(), img.height()), (320, 240));
+    assert!(!contains(&jpeg, GPS_MARKER) && !contains(&jpeg, b"Exif"));
+    // It is the thumbnail of the metadata-stripped photo.
+    let expected = make_thumbnail(
+        "image/jpeg",
+        &strip_metadata("image/jpeg", photo.clone()).unwrap(),
+    )
+    .unwrap();
+    assert!(jpeg == expected.jpeg);
+    assert_eq!(
+        bob.client
+            .download_thumbnail(&m.attachment_descriptors[2])
+            .await
+            .unwrap(),
+        None
+    );
+    // Saved beside the downloaded file.
+    let dl = tempfile::tempdir().unwrap();
+    let saved = bob
+        .client
+        .download_attachments(&m, dl.path(), None)
+        .await
+        .unwrap();
+    let beside = bob
+        .client
+        .save_thumbnail(d, &saved[0].saved_path)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(beside, dl.path().join("wound.jpg.thumb.jpg"));
+    assert!(std::fs::read(&beside).unwrap() == jpeg);
+
+    // The server holds no plaintext of the thumbnail (nor of the photo's metadata).
+    let mid = jpeg.len() / 2;
+    for (what, needle) in [
+        ("thumbnail head", &jpeg[..64]),
+        ("thumbnail middle", &jpeg[mid..mid + 64]),
+        ("thumbnail tail", &jpeg[jpeg.len() - 64..]),
+        ("GPS", GPS_MARKER),
+    ] {
+        let hits = files_containing(server.data_dir.path(), needle);
+        assert!(hits.is_empty(), "{what} found in {hits:?}");
+    }
+
+    // Erasure of the sender's messages deletes the photo's blob and its thumbnail's.
+    let r = server
+        .services
+        .request_erasure(
+            &ward_server::service::Actor::cli(),
+            ward_proto::ErasureRequestBody {
+                user: "alice".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.envelopes_erased, 1, "{r:?}");
+    let e = bob.client.download_thumbnail(d).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            WardError::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&thumb.blob_id.to_string()), "{e}");
+    let e = bob
+        .client
+        .download_attachment(d, dl.path(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            WardError::Api {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e}"
     );
     server.stop().await;
 }

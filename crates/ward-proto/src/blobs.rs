@@ -34,8 +34,8 @@ use utoipa::ToSchema;
 
 use crate::ConversationId;
 
-/// Most blob ids one message may reference.
-pub const MAX_BLOBS_PER_MESSAGE: usize = 32;
+/// Most blob ids one message may reference: 32 attachments and a thumbnail for each.
+pub const MAX_BLOBS_PER_MESSAGE: usize = 64;
 
 /// Media types an organisation refuses by default: executables and code of every platform
 /// the type sniffer knows, and shell scripts.

@@ -77,7 +77,8 @@ pub struct SyncArgs {
     #[arg(long, conflicts_with = "download_dir")]
     follow: bool,
     /// Download, verify and decrypt the new messages' attachments into this directory
-    /// (never overwriting: a taken name gets ` (1)`, ` (2)`, …); prints the paths written.
+    /// (never overwriting: a taken name gets ` (1)`, ` (2)`, …), each image's thumbnail
+    /// beside it as `NAME.thumb.jpg`; prints the paths written.
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
 }
@@ -412,31 +413,59 @@ fn print_sent(sent: &ward_client::Sent, json: bool) -> anyhow::Result<()> {
 }
 
 fn describe(a: &ward_client::AttachmentInfo) -> String {
+    let thumb = match &a.thumbnail {
+        Some(t) => format!(", thumbnail {} bytes, blob {}", t.size, t.blob_id),
+        None => String::new(),
+    };
     format!(
-        "{} ({}, {} bytes, blob {})",
+        "{} ({}, {} bytes, blob {}{thumb})",
         a.file_name, a.media_type, a.size, a.blob_id
     )
+}
+
+/// Downloads a message's attachments into `dir`, each image's thumbnail beside it as
+/// `NAME.thumb.jpg`. A thumbnail that cannot be fetched is a warning on stderr, not a failure:
+/// the file itself was saved and verified.
+async fn download_all(
+    client: &WardClient,
+    m: &StoredMessage,
+    dir: &Path,
+) -> anyhow::Result<Vec<ward_client::SavedAttachment>> {
+    let mut bar = crate::progress::Bar::new();
+    let mut draw = bar.drawer();
+    let progress = draw.as_mut().map(|f| f as ProgressFn<'_>);
+    let mut saved = client.download_attachments(m, dir, progress).await?;
+    for (s, d) in saved.iter_mut().zip(&m.attachment_descriptors) {
+        match client.save_thumbnail(d, &s.saved_path).await {
+            Ok(p) => s.thumbnail_path = p,
+            Err(e) => eprintln!(
+                "warning: the thumbnail of {} was not saved: {e}",
+                s.saved_path.display()
+            ),
+        }
+    }
+    Ok(saved)
 }
 
 fn print_message(m: &StoredMessage, json: bool) {
     print_message_with(m, &[], json);
 }
 
-/// One message; `saved` holds the paths its attachments were written to, in order (empty
-/// when they were not downloaded).
-fn print_message_with(m: &StoredMessage, saved: &[PathBuf], json: bool) {
+/// One message; `saved` holds where its attachments were written to, in order (empty when
+/// they were not downloaded).
+fn print_message_with(m: &StoredMessage, saved: &[ward_client::SavedAttachment], json: bool) {
     let attachments = m.attachments();
     if json {
         let list: Vec<serde_json::Value> = attachments
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let mut v = serde_json::json!({
-                    "file_name": a.file_name, "media_type": a.media_type, "size": a.size,
-                    "blob_id": a.blob_id,
-                });
-                if let Some(p) = saved.get(i) {
-                    v["saved_path"] = p.display().to_string().into();
+                let mut v = serde_json::json!(a);
+                if let Some(s) = saved.get(i) {
+                    v["saved_path"] = s.saved_path.display().to_string().into();
+                    if let Some(t) = &s.thumbnail_path {
+                        v["thumbnail_path"] = t.display().to_string().into();
+                    }
                 }
                 v
             })
@@ -466,7 +495,16 @@ fn print_message_with(m: &StoredMessage, saved: &[PathBuf], json: bool) {
         );
         for (i, a) in attachments.iter().enumerate() {
             match saved.get(i) {
-                Some(p) => println!("  attachment {} saved to {}", describe(a), p.display()),
+                Some(s) => {
+                    println!(
+                        "  attachment {} saved to {}",
+                        describe(a),
+                        s.saved_path.display()
+                    );
+                    if let Some(t) = &s.thumbnail_path {
+                        println!("    thumbnail saved to {}", t.display());
+                    }
+                }
                 None => println!("  attachment {}", describe(a)),
             }
         }
@@ -508,11 +546,8 @@ pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> 
         }
         let saved = match &args.download_dir {
             Some(d) if !m.attachment_descriptors.is_empty() => {
-                let mut bar = crate::progress::Bar::new();
-                let mut draw = bar.drawer();
-                let progress = draw.as_mut().map(|f| f as ProgressFn<'_>);
-                match client.download_attachments(m, d, progress).await {
-                    Ok(s) => s.into_iter().map(|s| s.saved_path).collect(),
+                match download_all(&client, m, d).await {
+                    Ok(s) => s,
                     Err(e) => {
                         failed += 1;
                         eprintln!(
@@ -662,11 +697,7 @@ pub async fn download(dir: &Path, id: &str, out: &Path, json: bool) -> anyhow::R
     }
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create the download directory {}", out.display()))?;
-    let mut bar = crate::progress::Bar::new();
-    let mut draw = bar.drawer();
-    let saved = client
-        .download_attachments(&m, out, draw.as_mut().map(|f| f as ProgressFn<'_>))
-        .await?;
+    let saved = download_all(&client, &m, out).await?;
     if json {
         println!(
             "{}",
@@ -675,6 +706,9 @@ pub async fn download(dir: &Path, id: &str, out: &Path, json: bool) -> anyhow::R
     } else {
         for s in saved {
             println!("{} saved to {}", describe(&s.info), s.saved_path.display());
+            if let Some(t) = &s.thumbnail_path {
+                println!("  thumbnail saved to {}", t.display());
+            }
         }
     }
     Ok(())

@@ -59,7 +59,8 @@ enum Command {
     Download {
         /// Message id.
         message_id: String,
-        /// Directory to write them to (created if missing; nothing is overwritten).
+        /// Directory to write them to (created if missing; nothing is overwritten); an image's
+        /// thumbnail is written beside it as `NAME.thumb.jpg`.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },

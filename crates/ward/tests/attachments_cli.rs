@@ -1,7 +1,8 @@
 //! `ward send --attach` and `ward sync --download-dir` through the real binary against a real
 //! `ward serve` (TLS, SQLite): a photo with GPS EXIF and a PDF round-trip (the photo stripped),
-//! `--json` gives the attachment metadata and saved paths, and bad attachments are refused
-//! with the reason and a failing exit status.
+//! `--json` gives the attachment metadata and saved paths, the photo's thumbnail is written
+//! beside it as `NAME.thumb.jpg`, and bad attachments are refused with the reason and a
+//! failing exit status.
 
 #![allow(
     clippy::unwrap_used,
@@ -197,6 +198,14 @@ fn send_attach_and_sync_download_dir() {
         attached[0].get("key").is_none() && !out.contains("\"key\""),
         "no key in the output: {out}"
     );
+    let thumb = &attached[0]["thumbnail"];
+    assert_eq!(thumb["media_type"], "image/jpeg", "{sent}");
+    assert!(thumb["size"].as_u64().unwrap() > 0, "{sent}");
+    assert!(thumb["blob_id"].is_string() && thumb["blob_id"] != attached[0]["blob_id"]);
+    assert!(
+        attached[1].get("thumbnail").is_none(),
+        "no thumbnail for a PDF: {sent}"
+    );
 
     // Human output names the attachments.
     let (ok, out, err) = client(
@@ -241,6 +250,17 @@ fn send_attach_and_sync_download_dir() {
     assert!(!contains(&got, GPS), "GPS stripped");
     assert!(!contains(&got, b"Exif"), "EXIF stripped");
     assert_eq!(std::fs::read(pdf_path).unwrap(), pdf);
+    assert_eq!(
+        first[0]["thumbnail"], *thumb,
+        "the recipient sees the same thumbnail"
+    );
+    let thumb_path = first[0]["thumbnail_path"].as_str().unwrap();
+    assert_eq!(Path::new(thumb_path), downloads.join("ulcer.jpg.thumb.jpg"));
+    let preview = std::fs::read(thumb_path).unwrap();
+    assert_eq!(preview.len() as u64, thumb["size"].as_u64().unwrap());
+    assert!(preview.starts_with(&[0xFF, 0xD8]) && preview.ends_with(&[0xFF, 0xD9]));
+    assert!(!contains(&preview, GPS) && !contains(&preview, b"Exif"));
+    assert!(first[1].get("thumbnail_path").is_none());
     let second = lines[1]["attachments"].as_array().unwrap();
     assert_eq!(lines[1]["text"], "INR attached");
     assert_eq!(
@@ -263,6 +283,20 @@ fn send_attach_and_sync_download_dir() {
     assert_eq!(v["attachments"][1]["file_name"], "inr.pdf");
     let p = v["attachments"][1]["saved_path"].as_str().unwrap();
     assert_eq!(std::fs::read(p).unwrap(), pdf);
+    let t = v["attachments"][0]["thumbnail_path"].as_str().unwrap();
+    assert_eq!(Path::new(t), again.join("ulcer.jpg.thumb.jpg"));
+    assert_eq!(std::fs::read(t).unwrap(), preview);
+    // Human output names the thumbnail too.
+    let (ok, out, err) = client(
+        bob,
+        &passphrase,
+        &["download", id, "--dir", again.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("thumbnail saved to") && out.contains("ulcer (1).jpg.thumb.jpg"),
+        "{out}"
+    );
     let (ok, _, err) = client(
         bob,
         &passphrase,
@@ -313,5 +347,6 @@ fn send_attach_and_sync_download_dir() {
     let (ok, out, err) = client(bob, &passphrase, &["sync"]);
     assert!(ok, "{err}");
     assert!(out.contains("attachment inr.pdf (application/pdf"), "{out}");
-    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 3);
+    // ulcer.jpg, its thumbnail, inr.pdf, inr (1).pdf.
+    assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 4);
 }

@@ -17,10 +17,14 @@
 //! comes out chunk by chunk before the end of the stream is checked, so a caller must write it
 //! to a temporary file and keep it only after [`Decryptor::finish`] succeeded.
 //!
+//! Images also get a small preview ([`make_thumbnail`]: at most 320x320, JPEG), encrypted as
+//! its own blob with its own key and described by [`AttachmentDescriptor::thumbnail`].
+//!
 //! This module is sans-I/O: it takes bytes in and gives bytes out; randomness is an input.
 
 mod inspect;
 mod stream;
+mod thumbnail;
 
 use std::fmt;
 
@@ -33,6 +37,12 @@ pub use inspect::{
     MAX_IMAGE_STRIP_BYTES, SNIFF_BYTES, inspect, media_type_for_file_name, sniff, strip_metadata,
 };
 pub use stream::{Decryptor, EncryptedBlob, Encryptor};
+pub use thumbnail::{
+    MAX_THUMBNAIL_BYTES, MAX_THUMBNAIL_DECODE_BYTES, MAX_THUMBNAIL_SOURCE_BYTES,
+    MAX_THUMBNAIL_SOURCE_PIXELS, MAX_THUMBNAIL_SOURCE_SIDE, THUMBNAIL_JPEG_QUALITY,
+    THUMBNAIL_MAX_SIDE, THUMBNAIL_MEDIA_TYPE, THUMBNAIL_TARGET_BYTES, Thumbnail, ThumbnailError,
+    fit, make_thumbnail, thumbnail_supported,
+};
 
 /// Key length of the per-file key (ChaCha20-Poly1305), in bytes.
 pub const KEY_BYTES: usize = 32;
@@ -278,6 +288,12 @@ impl AttachmentDescriptor {
             Some(t) => {
                 if !t.media_type.starts_with("image/") {
                     return bad("thumbnail.media_type", "must be an image type");
+                }
+                if t.size > MAX_THUMBNAIL_BYTES {
+                    return bad(
+                        "thumbnail.size",
+                        "exceeds the 256 KiB maximum of a thumbnail",
+                    );
                 }
                 t.validate_inner(false)
             }
