@@ -620,11 +620,9 @@ mod tests {
         assert!(!parse("").unwrap().reuse_port, "off by default");
         let e = parse("reuse_port = true\n").unwrap_err().to_string();
         assert!(e.contains("reuse_port needs a postgres://"), "{e}");
-        let e = parse(
-            "reuse_port = true\ndatabase_url = \"postgres://u@127.0.0.1/db\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = parse("reuse_port = true\ndatabase_url = \"postgres://u@127.0.0.1/db\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("reuse_port needs cluster.nats_url"), "{e}");
         let c = parse(
             "reuse_port = true\ndatabase_url = \"postgres://u@127.0.0.1/db\"\n\

@@ -196,7 +196,10 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Bind the listening socket; with `reuse_port`, `SO_REUSEPORT` lets other worker processes
 /// of this user bind the same address, and Linux spreads new connections over them by a hash
 /// of the connection's addresses (ADR 0021).
-pub fn bind(addr: std::net::SocketAddr, reuse_port: bool) -> anyhow::Result<tokio::net::TcpListener> {
+pub fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> anyhow::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

@@ -300,7 +300,9 @@ impl Shared {
     /// The base URL of the node the device with this token uses.
     fn api_for(&self, token: &str) -> &str {
         let node = self.node_by_token.get(token).copied().unwrap_or(0);
-        self.node_apis.get(node).map_or(self.api.as_str(), String::as_str)
+        self.node_apis
+            .get(node)
+            .map_or(self.api.as_str(), String::as_str)
     }
     /// `url` (made for the first node) on the node of the device with this token.
     fn at_node(&self, url: &str, token: &str) -> String {
@@ -567,7 +569,10 @@ type Ws =
 
 async fn connect_ws(sh: &Shared, token: &str) -> anyhow::Result<Ws> {
     let ws_url = if sh.node_apis.len() > 1 {
-        format!("{}/v1/ws", sh.api_for(token).replacen("http://", "ws://", 1))
+        format!(
+            "{}/v1/ws",
+            sh.api_for(token).replacen("http://", "ws://", 1)
+        )
     } else {
         sh.ws_url.clone()
     };

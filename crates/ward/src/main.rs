@@ -486,7 +486,11 @@ fn load_config(loc: &Location, listen: Option<String>, plain: bool) -> anyhow::R
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = load_config(&args.location, args.listen.clone(), args.dangerous_plain_http)?;
+    let mut config = load_config(
+        &args.location,
+        args.listen.clone(),
+        args.dangerous_plain_http,
+    )?;
     if let Some(k) = args.workers.filter(|k| *k > 1) {
         ward_server::config::validate_reuse_port(
             true,

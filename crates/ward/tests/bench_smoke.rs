@@ -244,7 +244,10 @@ fn idle_connections_over_server_workers_and_client_processes() {
     // 300 connections in all (100 warm-up); a worker that got none would hold only its ~30
     // base descriptors.
     for w in workers {
-        assert!(w["open_fds"].as_u64().unwrap() > 60, "SO_REUSEPORT spread: {report}");
+        assert!(
+            w["open_fds"].as_u64().unwrap() > 60,
+            "SO_REUSEPORT spread: {report}"
+        );
         assert!(w["rss_after_kib"].as_u64().unwrap() > 0, "{report}");
     }
 }
@@ -254,13 +257,7 @@ fn idle_connections_over_server_workers_and_client_processes() {
 fn server_workers_need_postgres() {
     let out = Command::new(env!("CARGO_BIN_EXE_ward"))
         .env("WARD_LOG", "error")
-        .args([
-            "bench",
-            "--idle-connections",
-            "10",
-            "--server-workers",
-            "2",
-        ])
+        .args(["bench", "--idle-connections", "10", "--server-workers", "2"])
         .output()
         .unwrap();
     assert!(!out.status.success());

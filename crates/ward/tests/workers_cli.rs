@@ -25,17 +25,46 @@ fn nats_url() -> String {
     std::env::var("WARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// Sockets a process holds open.
-fn sockets_of(pid: u32) -> usize {
+/// Established TCP connections a process holds on local port `port` (from /proc/net/tcp and
+/// the process's descriptors).
+fn connections_of(pid: u32, port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inodes: std::collections::HashSet<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (local_port == port && *f.get(3)? == "01").then(|| f.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
         .filter(|e| {
-            std::fs::read_link(e.path())
-                .map(|l| l.to_string_lossy().starts_with("socket:"))
-                .unwrap_or(false)
+            std::fs::read_link(e.path()).is_ok_and(|l| {
+                let l = l.to_string_lossy();
+                l.strip_prefix("socket:[")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|i| inodes.contains(i))
+            })
         })
         .count()
+}
+
+/// Kills the supervisor and its workers if the test fails half-way.
+struct Cleanup(Vec<u32>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if running(*p) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+            }
+        }
+    }
 }
 
 fn running(pid: u32) -> bool {
@@ -82,6 +111,7 @@ fn workers_share_one_port_and_stop_together() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut cleanup = Cleanup(vec![child.id()]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut pids: Vec<u32> = Vec::new();
     let url = loop {
@@ -97,6 +127,7 @@ fn workers_share_one_port_and_stop_together() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    cleanup.0.extend(&pids);
     assert_eq!(pids.len(), 2, "two worker pids");
     assert!(pids.iter().all(|p| running(*p)));
     let addr: SocketAddr = url
@@ -108,7 +139,10 @@ fn workers_share_one_port_and_stop_together() {
 
     // Connections from many source addresses: the kernel hashes them over both workers, and
     // each worker answers on the shared port.
-    let before: Vec<usize> = pids.iter().map(|p| sockets_of(*p)).collect();
+    let before: Vec<usize> = pids
+        .iter()
+        .map(|p| connections_of(*p, addr.port()))
+        .collect();
     let mut conns = Vec::new();
     for i in 0..80u8 {
         let from = SocketAddr::from((Ipv4Addr::new(127, 0, 0, i % 40 + 1), 0));
@@ -122,7 +156,10 @@ fn workers_share_one_port_and_stop_together() {
         assert_eq!(&buf, b"HTTP/1.1 200", "health answered");
     }
     std::thread::sleep(Duration::from_millis(300));
-    let after: Vec<usize> = pids.iter().map(|p| sockets_of(*p)).collect();
+    let after: Vec<usize> = pids
+        .iter()
+        .map(|p| connections_of(*p, addr.port()))
+        .collect();
     let gained: Vec<usize> = before
         .iter()
         .zip(&after)
@@ -182,7 +219,14 @@ fn several_workers_are_refused_on_sqlite() {
     let out = Command::new(env!("CARGO_BIN_EXE_ward"))
         .env("WARD_LOG", "error")
         .env("WARD_CLUSTER__NATS_URL", nats_url())
-        .args(["serve", "--workers", "2", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data.path())
         .output()
         .unwrap();

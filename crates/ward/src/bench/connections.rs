@@ -433,19 +433,14 @@ impl Server {
 
     /// RSS of each serving process, KiB.
     fn rss_each_kib(&self) -> anyhow::Result<Vec<u64>> {
-        self.pids
-            .iter()
-            .map(|p| status_kib(*p, "VmRSS:"))
-            .collect()
+        self.pids.iter().map(|p| status_kib(*p, "VmRSS:")).collect()
     }
 
     /// Open file descriptors of each serving process (0 when unreadable).
     fn fds_each(&self) -> Vec<usize> {
         self.pids
             .iter()
-            .map(|p| {
-                std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count())
-            })
+            .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count()))
             .collect()
     }
 
@@ -649,9 +644,12 @@ pub async fn idle_client(a: IdleClientArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(tokio::io::stdin()), &mut line)
-        .await
-        .context("read the parent's ping request")?;
+    tokio::io::AsyncBufReadExt::read_line(
+        &mut tokio::io::BufReader::new(tokio::io::stdin()),
+        &mut line,
+    )
+    .await
+    .context("read the parent's ping request")?;
     let alive = ping_all(conns).await;
     say(&ClientLine {
         alive: Some(alive),
