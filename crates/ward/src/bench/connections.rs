@@ -40,7 +40,7 @@ use ward_store::{Device, EnrollmentCode, Session, User};
 
 /// File descriptors kept free for the process's own files, listeners and database.
 const FD_MARGIN: u64 = 200;
-/// Handshakes in flight at once.
+/// Handshakes in flight at once (in all: split over the client processes).
 const CONNECT_CONCURRENCY: usize = 64;
 /// Connections opened (and kept) before the baseline RSS is read, so one-time allocations of
 /// the first connections (TLS session cache, task pools) do not count per connection.
@@ -219,8 +219,14 @@ async fn measure(
     let ca = std::fs::read_to_string(&ca_file).context("server CA")?;
     let tls = ward_client::tls_config(&ca).map_err(|e| anyhow::anyhow!("server CA: {e}"))?;
 
-    let (warm, key_exchange) =
-        connect_all(&server.addr, &tls, &tokens[..WARM_UP_CONNECTIONS], 0).await?;
+    let (warm, key_exchange) = connect_all(
+        &server.addr,
+        &tls,
+        &tokens[..WARM_UP_CONNECTIONS],
+        0,
+        CONNECT_CONCURRENCY,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = server.rss_each_kib()?;
     say(&format!(
@@ -232,7 +238,14 @@ async fn measure(
     let rest = &tokens[WARM_UP_CONNECTIONS..];
     let started = Instant::now();
     let mut holders = if plan.client_processes <= 1 {
-        let (conns, _) = connect_all(&server.addr, &tls, rest, WARM_UP_CONNECTIONS).await?;
+        let (conns, _) = connect_all(
+            &server.addr,
+            &tls,
+            rest,
+            WARM_UP_CONNECTIONS,
+            CONNECT_CONCURRENCY,
+        )
+        .await?;
         Holders::InProcess(conns)
     } else {
         Holders::Children(
@@ -599,6 +612,9 @@ pub struct IdleClientArgs {
     /// Index of the first connection overall, so source addresses continue round-robin.
     #[arg(long, default_value_t = 0)]
     first: usize,
+    /// Handshakes in flight at once in this process.
+    #[arg(long, default_value_t = CONNECT_CONCURRENCY)]
+    concurrency: usize,
 }
 
 #[derive(Serialize, serde::Deserialize, Debug, Default)]
@@ -628,7 +644,7 @@ pub async fn idle_client(a: IdleClientArgs) -> anyhow::Result<()> {
     let ca = std::fs::read_to_string(&a.ca).context("server CA")?;
     let tls = ward_client::tls_config(&ca).map_err(|e| anyhow::anyhow!("server CA: {e}"))?;
     let started = Instant::now();
-    let conns = match connect_all(&a.addr, &tls, &tokens, a.first).await {
+    let conns = match connect_all(&a.addr, &tls, &tokens, a.first, a.concurrency).await {
         Ok((c, _)) => c,
         Err(e) => {
             say(&ClientLine {
@@ -704,6 +720,10 @@ async fn spawn_clients(
             .arg(&file)
             .arg("--first")
             .arg((WARM_UP_CONNECTIONS + i * share).to_string())
+            // The same handshakes in flight in all as with one process, so the servers'
+            // database pools see the same concurrency however many client processes.
+            .arg("--concurrency")
+            .arg(CONNECT_CONCURRENCY.div_ceil(m).max(8).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -752,12 +772,13 @@ async fn ping_children(children: &mut [ClientChild]) -> anyhow::Result<usize> {
 type Conn =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// Open one WebSocket per token, `CONNECT_CONCURRENCY` at a time; fails on the first error.
+/// Open one WebSocket per token, `concurrency` at a time; fails on the first error.
 async fn connect_all(
     addr: &SocketAddr,
     tls: &Arc<rustls::ClientConfig>,
     tokens: &[String],
     first: usize,
+    concurrency: usize,
 ) -> anyhow::Result<(Vec<Conn>, String)> {
     let next_source = Arc::new(AtomicUsize::new(first));
     let results: Vec<anyhow::Result<(Conn, String)>> =
@@ -771,7 +792,7 @@ async fn connect_all(
                     connect(addr, tls, &token, source(i)).await
                 }
             })
-            .buffer_unordered(CONNECT_CONCURRENCY)
+            .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
     let mut conns = Vec::with_capacity(results.len());
