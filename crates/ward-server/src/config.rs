@@ -32,6 +32,10 @@ pub struct Config {
     pub limits: Limits,
     /// Serve `/metrics` to every client, not only loopback and admin sessions.
     pub metrics_public: bool,
+    /// Bind the listener with `SO_REUSEPORT`, so several worker processes (each its own
+    /// node, over PostgreSQL and NATS) share one port and the kernel spreads new connections
+    /// over them (ADR 0021). Linux only; needs PostgreSQL and `[cluster]`.
+    pub reuse_port: bool,
     /// Cross-node fan-out over NATS; `None` for a single node.
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Where attachment ciphertext is stored (ADR 0017).
@@ -191,6 +195,8 @@ pub struct RawConfig {
     pub limits: Limits,
     /// See [`Config::metrics_public`].
     pub metrics_public: bool,
+    /// See [`Config::reuse_port`].
+    pub reuse_port: bool,
     /// Cluster settings.
     pub cluster: RawCluster,
     /// Blob storage settings.
@@ -244,6 +250,7 @@ const SERVER_ENV_KEYS: &[&str] = &[
     "tls",
     "limits",
     "metrics_public",
+    "reuse_port",
     "cluster",
     "blobs",
 ];
@@ -373,7 +380,9 @@ impl Config {
             (None, None) => None,
         };
         let blobs = validate_blobs(raw.blobs, &data_dir)?;
+        validate_reuse_port(raw.reuse_port, &database_url, cluster.is_some())?;
         Ok(Config {
+            reuse_port: raw.reuse_port,
             blobs,
             cluster,
             master_key_file: raw
@@ -389,6 +398,35 @@ impl Config {
             metrics_public: raw.metrics_public,
         })
     }
+}
+
+/// `reuse_port` makes several processes serve one port; each is a separate node, so they
+/// must share PostgreSQL and reach each other through NATS (ADR 0021). SQLite stays one
+/// process: its group commit and the hub are per process.
+pub fn validate_reuse_port(
+    reuse_port: bool,
+    database_url: &str,
+    cluster: bool,
+) -> anyhow::Result<()> {
+    if !reuse_port {
+        return Ok(());
+    }
+    if !cfg!(target_os = "linux") {
+        bail!("reuse_port (several worker processes on one port) is supported on Linux only");
+    }
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        bail!(
+            "reuse_port needs a postgres:// database_url: each worker process is its own node, \
+             and SQLite stays a single process (ADR 0021)"
+        );
+    }
+    if !cluster {
+        bail!(
+            "reuse_port needs cluster.nats_url: each worker process is its own node and pushes \
+             to devices on the other workers through NATS (ADR 0021)"
+        );
+    }
+    Ok(())
 }
 
 fn validate_blobs(raw: RawBlobs, data_dir: &Path) -> anyhow::Result<BlobConfig> {
@@ -571,6 +609,28 @@ mod tests {
             .to_string();
         assert!(e.contains("cluster.nats_url"), "{e}");
         assert!(SERVER_ENV_KEYS.contains(&"cluster"));
+    }
+
+    #[test]
+    fn reuse_port_needs_postgres_and_cluster() {
+        let parse = |toml: &str| {
+            let raw: RawConfig = Figment::from(Toml::string(toml)).extract().unwrap();
+            Config::validate(raw, Overrides::default())
+        };
+        assert!(!parse("").unwrap().reuse_port, "off by default");
+        let e = parse("reuse_port = true\n").unwrap_err().to_string();
+        assert!(e.contains("reuse_port needs a postgres://"), "{e}");
+        let e = parse("reuse_port = true\ndatabase_url = \"postgres://u@127.0.0.1/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reuse_port needs cluster.nats_url"), "{e}");
+        let c = parse(
+            "reuse_port = true\ndatabase_url = \"postgres://u@127.0.0.1/db\"\n\
+             [cluster]\nnats_url = \"nats://127.0.0.1:4222\"\n",
+        )
+        .unwrap();
+        assert!(c.reuse_port);
+        assert!(SERVER_ENV_KEYS.contains(&"reuse_port"));
     }
 
     #[test]

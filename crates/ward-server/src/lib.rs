@@ -148,8 +148,7 @@ pub async fn start_with_clock(
         config::TlsMode::Files { cert, key } => (Some(tls::from_pem_files(cert, key)?), None, None),
         config::TlsMode::DangerousPlainHttp => (None, None, None),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = bind(config.listen, config.reuse_port)
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Joined last, so a failed start leaves no cluster tasks behind; before serving, so every
@@ -188,6 +187,36 @@ pub async fn start_with_clock(
         services,
         task,
     })
+}
+
+/// Pending connections the kernel queues per listener (capped by `net.core.somaxconn`): large,
+/// so a burst of reconnecting devices is queued rather than refused.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind the listening socket; with `reuse_port`, `SO_REUSEPORT` lets other worker processes
+/// of this user bind the same address, and Linux spreads new connections over them by a hash
+/// of the connection's addresses (ADR 0021).
+pub fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's own bind do: a restart may rebind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        socket
+            .set_reuseport(true)
+            .context("set SO_REUSEPORT on the listener")?;
+        #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+        anyhow::bail!("reuse_port is not supported on this platform");
+    }
+    socket.bind(addr)?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
 }
 
 /// How often the blob collector runs, on the service clock.

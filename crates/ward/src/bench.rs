@@ -90,6 +90,22 @@ pub struct BenchArgs {
     /// With `--idle-connections`: how long to hold them idle before measuring, seconds.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
+    /// With `--idle-connections`: server worker processes sharing the port (`ward serve
+    /// --workers K`, SO_REUSEPORT); more than 1 needs a PostgreSQL `--database-url` and NATS.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    server_workers: u16,
+    /// With `--idle-connections`: child processes holding the connections (each needs about
+    /// N/M file descriptors); 1 holds them in this process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    client_processes: u16,
+    /// Chat workload on this many server nodes (1 or 2) over one PostgreSQL schema and NATS;
+    /// devices alternate between the nodes and send to their own. 2 needs a PostgreSQL
+    /// `--database-url`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    nodes: u8,
+    /// NATS for `--nodes 2` and `--server-workers`.
+    #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// Instead of the chat workload: measure escalation latency (a STAT message's deadline →
     /// the next tier's device gets the alert over its WebSocket) with this many samples on the
     /// real clock (about 30 s + 1.5 s per sample).
@@ -106,6 +122,9 @@ pub enum BenchWhat {
     /// Encrypted attachments through the SDK against a `ward serve` child process: upload and
     /// download throughput and the peak memory of client and server.
     Attachments(attachments::AttachmentBenchArgs),
+    /// Internal: one client process of `--idle-connections … --client-processes M`.
+    #[command(hide = true)]
+    IdleClient(connections::IdleClientArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,6 +227,11 @@ struct Report {
     mode: String,
     database: String,
     transport: String,
+    /// Server nodes (1, or 2 over one PostgreSQL and NATS).
+    nodes: usize,
+    /// Share of the expected deliveries whose sender's and recipient's nodes differ (pushed
+    /// through NATS).
+    cross_node_delivery_share: f64,
     commit: Option<String>,
     machine: String,
     command: String,
@@ -260,6 +284,10 @@ struct Shared {
     base: Instant,
     api: String,
     ws_url: String,
+    /// Base URL of each node; with one node, `api`.
+    node_apis: Vec<String>,
+    /// Node of each device, by session token (devices alternate between nodes).
+    node_by_token: HashMap<String, usize>,
     http: reqwest::Client,
     conv_by_id: HashMap<String, u32>,
     results: Mutex<Vec<Option<Acked>>>,
@@ -269,6 +297,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// The base URL of the node the device with this token uses.
+    fn api_for(&self, token: &str) -> &str {
+        let node = self.node_by_token.get(token).copied().unwrap_or(0);
+        self.node_apis
+            .get(node)
+            .map_or(self.api.as_str(), String::as_str)
+    }
+    /// `url` (made for the first node) on the node of the device with this token.
+    fn at_node(&self, url: &str, token: &str) -> String {
+        match url.strip_prefix(self.api.as_str()) {
+            Some(path) => format!("{}{path}", self.api_for(token)),
+            None => url.to_owned(),
+        }
+    }
     fn now_us(&self) -> u64 {
         self.base.elapsed().as_micros() as u64
     }
@@ -526,7 +568,15 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect_ws(sh: &Shared, token: &str) -> anyhow::Result<Ws> {
-    let mut req = sh.ws_url.as_str().into_client_request()?;
+    let ws_url = if sh.node_apis.len() > 1 {
+        format!(
+            "{}/v1/ws",
+            sh.api_for(token).replacen("http://", "ws://", 1)
+        )
+    } else {
+        sh.ws_url.clone()
+    };
+    let mut req = ws_url.as_str().into_client_request()?;
     req.headers_mut()
         .insert("Authorization", format!("Bearer {token}").parse()?);
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
@@ -556,7 +606,7 @@ async fn sync_all(
     loop {
         let resp = sh
             .http
-            .get(format!("{}/v1/sync?limit={SYNC_PAGE}", sh.api))
+            .get(format!("{}/v1/sync?limit={SYNC_PAGE}", sh.api_for(token)))
             .bearer_auth(token)
             .send()
             .await?;
@@ -693,6 +743,7 @@ fn merge(mut a: HashMap<u32, u64>, b: HashMap<u32, u64>) -> HashMap<u32, u64> {
 
 /// Send pre-made bodies at their intended times (open loop); each answer is recorded.
 async fn send_one(sh: Arc<Shared>, url: String, token: String, idx: u32, body: Vec<u8>, t0: u64) {
+    let url = sh.at_node(&url, &token);
     let r = sh
         .http
         .post(&url)
@@ -749,7 +800,11 @@ struct ServerHandle {
     _data: PathBuf,
 }
 
-async fn start_server(data: PathBuf, database_url: Option<String>) -> anyhow::Result<ServerHandle> {
+async fn start_server(
+    data: PathBuf,
+    database_url: Option<String>,
+    cluster: Option<(&str, &str)>,
+) -> anyhow::Result<ServerHandle> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ward-server")
@@ -760,6 +815,10 @@ async fn start_server(data: PathBuf, database_url: Option<String>) -> anyhow::Re
     raw.limits.request_burst = 10_000_000;
     raw.limits.logins_per_minute = 10_000_000;
     raw.limits.max_connections = 200_000;
+    if let Some((nats_url, subject)) = cluster {
+        raw.cluster.nats_url = Some(nats_url.to_owned());
+        raw.cluster.subject = Some(subject.to_owned());
+    }
     let config = Config::validate(
         raw,
         Overrides {
@@ -981,8 +1040,20 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(BenchWhat::IdleClient(a)) = args.what.clone() {
+        connections::idle_client(a).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(n) = args.idle_connections {
-        let report = connections::run(n as usize, args.idle_secs, json_out).await?;
+        let plan = connections::IdlePlan {
+            n: n as usize,
+            idle_secs: args.idle_secs,
+            server_workers: usize::from(args.server_workers),
+            client_processes: usize::from(args.client_processes),
+            database_url: args.database_url.clone(),
+            nats_url: args.nats_url.clone(),
+        };
+        let report = connections::run(plan, json_out).await?;
         if let Some(path) = &args.out {
             std::fs::write(path, serde_json::to_vec_pretty(&report)?)
                 .with_context(|| format!("write {}", path.display()))?;
@@ -1012,6 +1083,29 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
     ];
     if args.users < 2 || args.rates.is_empty() || args.step_secs == 0 {
         bail!("need --users ≥ 2, at least one rate and --step-secs ≥ 1");
+    }
+    if args.nodes > 1
+        && !args
+            .database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres"))
+    {
+        bail!(
+            "--nodes {} needs --database-url postgres://…: the nodes share one PostgreSQL \
+             schema and reach each other through NATS (--nats-url)",
+            args.nodes
+        );
+    }
+    if args.server_workers > 1 || args.client_processes > 1 {
+        bail!("--server-workers and --client-processes go with --idle-connections");
+    }
+    if args.nodes > 1 {
+        notes.push(format!(
+            "{} nodes in this process, each with its own 2-thread runtime, over one \
+             PostgreSQL schema and NATS at {}: devices alternate between the nodes and send \
+             to their own; the nodes and the generator share the 2 cores",
+            args.nodes, args.nats_url
+        ));
     }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let tck = clk_tck();
@@ -1071,7 +1165,16 @@ async fn run_inner(
     notes: &mut Vec<String>,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
-    let mut server = start_server(tmp.to_path_buf(), database_url).await?;
+    let nodes = usize::from(args.nodes);
+    // A subject of this run's own, so parallel runs and tests do not see each other's events.
+    let subject = format!("ward.bench.{}", uuid::Uuid::new_v4().simple());
+    let cluster = (nodes > 1).then_some((args.nats_url.as_str(), subject.as_str()));
+    let server = start_server(tmp.to_path_buf(), database_url.clone(), cluster).await?;
+    // Further nodes: same database, same data directory (master key), started one by one.
+    let mut others = Vec::new();
+    for _ in 1..nodes {
+        others.push(start_server(tmp.to_path_buf(), database_url.clone(), cluster).await?);
+    }
     let http = http_client()?;
     let progress = |s: String| {
         if !json_out {
@@ -1101,7 +1204,17 @@ async fn run_inner(
     let mean_fanout =
         convs.iter().map(|c| c.members.len() - 1).sum::<usize>() as f64 / convs.len() as f64;
 
+    let node_apis: Vec<String> = std::iter::once(server.url.clone())
+        .chain(others.iter().map(|o| o.url.clone()))
+        .collect();
+    let node_of = |d: usize| d % nodes;
     let sh = Arc::new(Shared {
+        node_by_token: devs
+            .iter()
+            .enumerate()
+            .map(|(d, dev)| (dev.token.clone(), node_of(d)))
+            .collect(),
+        node_apis,
         base: Instant::now(),
         api: server.url.clone(),
         ws_url: format!("{}/v1/ws", server.url.replace("http://", "ws://")),
@@ -1493,6 +1606,7 @@ async fn run_inner(
     }
     // Seqs per conversation must be gap-free across acknowledged messages (none lost on the
     // way in) — checked through the per-device sets below.
+    let mut cross_node = 0u64;
     for (i, m) in msgs.iter().enumerate() {
         if results[i].is_none() {
             continue;
@@ -1502,6 +1616,9 @@ async fn run_inner(
                 continue;
             }
             corr.expected_deliveries += 1;
+            if node_of(r as usize) != node_of(m.sender as usize) {
+                cross_node += 1;
+            }
             if received[r as usize].contains(&(i as u32)) {
                 corr.delivered += 1;
             } else {
@@ -1601,17 +1718,21 @@ async fn run_inner(
         .filter(|s| s.meets_slo)
         .max_by_key(|s| s.offered_msgs_per_sec);
 
-    // Shut the server down.
-    if let Some(tx) = server.shutdown.take() {
-        let _ = tx.send(());
+    // Shut the servers down.
+    for mut server in std::iter::once(server).chain(others) {
+        if let Some(tx) = server.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut server.task).await;
+        let ServerHandle { runtime, .. } = server;
+        runtime.shutdown_background();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), &mut server.task).await;
-    let ServerHandle { runtime, .. } = server;
-    runtime.shutdown_background();
 
     let report = Report {
         mode: "server-only".into(),
         database,
+        nodes,
+        cross_node_delivery_share: cross_node as f64 / corr.expected_deliveries.max(1) as f64,
         transport: "plain HTTP/1.1 + WebSocket on 127.0.0.1".into(),
         commit: std::process::Command::new("git")
             .args(["rev-parse", "--short", "HEAD"])
@@ -1683,6 +1804,13 @@ fn machine() -> String {
 }
 
 fn print_summary(r: &Report) {
+    if r.nodes > 1 {
+        println!(
+            "{} nodes over one PostgreSQL and NATS: {:.0} % of the deliveries crossed nodes",
+            r.nodes,
+            r.cross_node_delivery_share * 100.0
+        );
+    }
     println!(
         "ward bench ({}, {}): {} users, {} conversations ({} direct, {} care teams, {} wards), {} WebSockets, mean fan-out {:.1}",
         r.mode,

@@ -10,6 +10,7 @@ mod compliance;
 mod progress;
 mod retention_cmd;
 mod role_cmd;
+mod workers;
 mod workflow_cmd;
 
 use std::path::PathBuf;
@@ -121,6 +122,14 @@ struct ServeArgs {
     /// Serve plain HTTP without TLS. Refused unless the listen address is loopback.
     #[arg(long)]
     dangerous_plain_http: bool,
+    /// Bind the listen address with SO_REUSEPORT so other `ward serve` processes can share
+    /// it (each its own node; needs PostgreSQL and `[cluster]`; ADR 0021).
+    #[arg(long)]
+    reuse_port: bool,
+    /// Run this many worker processes on one port (SO_REUSEPORT), each its own node over
+    /// the same PostgreSQL and NATS; this process only starts and stops them (ADR 0021).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
 }
 
 #[derive(Args)]
@@ -505,7 +514,29 @@ fn load_config(loc: &Location, listen: Option<String>, plain: bool) -> anyhow::R
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args.location, args.listen, args.dangerous_plain_http)?;
+    let mut config = load_config(
+        &args.location,
+        args.listen.clone(),
+        args.dangerous_plain_http,
+    )?;
+    if let Some(k) = args.workers.filter(|k| *k > 1) {
+        ward_server::config::validate_reuse_port(
+            true,
+            &config.database_url,
+            config.cluster.is_some(),
+        )
+        .with_context(|| format!("--workers {k}"))?;
+        return workers::supervise(k, &args, &config).await;
+    }
+    if args.reuse_port {
+        ward_server::config::validate_reuse_port(
+            true,
+            &config.database_url,
+            config.cluster.is_some(),
+        )
+        .context("--reuse-port")?;
+        config.reuse_port = true;
+    }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

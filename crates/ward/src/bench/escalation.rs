@@ -66,7 +66,7 @@ pub async fn run(samples: usize) -> anyhow::Result<EscalationReport> {
 }
 
 async fn run_in(tmp: &std::path::Path, samples: usize) -> anyhow::Result<EscalationReport> {
-    let mut server = start_server(tmp.join("data"), None).await?;
+    let mut server = start_server(tmp.join("data"), None, None).await?;
     let http = http_client()?;
     let devs = enroll_all(&server, &http, 3).await?;
     let (medic, backup) = (&devs[0], &devs[2]);
