@@ -266,6 +266,11 @@ struct Shared {
     send_errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
     ack_interval: Option<Duration>,
+    /// (conversation, sender device) of each planned message, by index.
+    meta: Mutex<Vec<(u32, u32)>>,
+    /// (sender device, conversation, seq) of every acknowledged send: a device's own messages
+    /// are never pushed to it, so they fill its gaps (a client knows what it sent).
+    own_sent: Mutex<HashSet<(u32, u32, u64)>>,
 }
 
 impl Shared {
@@ -292,6 +297,10 @@ struct DevLog {
     recs: Vec<Rec>,
     seen: HashSet<(u32, u64)>,
     last: HashMap<u32, u64>,
+    /// Per conversation: the highest seq acknowledged to the server (a gap-free prefix).
+    acked: HashMap<u32, u64>,
+    /// Per conversation: the highest seq synced in the storm (sync pages are in seq order).
+    storm_last: HashMap<u32, u64>,
     duplicates: u64,
     out_of_order: u64,
     push_out_of_order: u64,
@@ -313,7 +322,9 @@ enum Via {
 impl DevLog {
     fn envelope(&mut self, conv: u32, seq: u64, msg: Option<u32>, now_us: u64, via: Via) {
         if !self.seen.insert((conv, seq)) {
-            if via == Via::Resync {
+            // The storm's sync re-sends what was seen live beyond the acknowledged prefix.
+            let beyond_ack = via == Via::Storm && seq > self.acked.get(&conv).copied().unwrap_or(0);
+            if via == Via::Resync || beyond_ack {
                 self.redelivered += 1;
             } else {
                 self.duplicates += 1;
@@ -321,14 +332,17 @@ impl DevLog {
             return;
         }
         let last = self.last.entry(conv).or_insert(0);
-        if seq < *last {
-            match via {
-                Via::Live => self.push_out_of_order += 1,
-                Via::Storm => self.out_of_order += 1,
-                Via::Resync => {}
-            }
+        if seq < *last && via == Via::Live {
+            self.push_out_of_order += 1;
         }
         *last = (*last).max(seq);
+        if via == Via::Storm {
+            let storm_last = self.storm_last.entry(conv).or_insert(0);
+            if seq < *storm_last {
+                self.out_of_order += 1;
+            }
+            *storm_last = seq;
+        }
         match msg {
             Some(msg) => self.recs.push(Rec {
                 msg,
@@ -336,6 +350,37 @@ impl DevLog {
                 live: via == Via::Live,
             }),
             None => self.unparsed += 1,
+        }
+    }
+}
+
+impl DevLog {
+    /// Per conversation with something new: the highest seq up to which this device has every
+    /// seq (received, or sent by itself), above what it acknowledged. Seq 1 of every bench
+    /// conversation is its creating commit, which the device never needs. This is what a
+    /// correct client acknowledges: never past a gap, so a later resync cannot skip a message.
+    fn gap_free(&self, sh: &Shared, dev: u32) -> HashMap<u32, u64> {
+        let own = sh.own_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = HashMap::new();
+        for (&conv, &last) in &self.last {
+            let acked = self.acked.get(&conv).copied().unwrap_or(1).max(1);
+            let mut p = acked;
+            while p < last
+                && (self.seen.contains(&(conv, p + 1)) || own.contains(&(dev, conv, p + 1)))
+            {
+                p += 1;
+            }
+            if p > acked {
+                out.insert(conv, p);
+            }
+        }
+        out
+    }
+
+    fn mark_acked(&mut self, cursors: &HashMap<u32, u64>) {
+        for (c, s) in cursors {
+            let a = self.acked.entry(*c).or_insert(0);
+            *a = (*a).max(*s);
         }
     }
 }
@@ -579,7 +624,7 @@ async fn sync_all(
         let inbox_seq = page.inbox.iter().map(|i| i.inbox_seq).max();
         if !cursors.is_empty() || inbox_seq.is_some() {
             let conversations: Vec<_> = cursors
-                .into_iter()
+                .iter()
                 .map(|(c, s)| json!({"conversation_id": c, "seq": s}))
                 .collect();
             post_json(
@@ -589,6 +634,12 @@ async fn sync_all(
                 &json!({"conversations": conversations, "inbox_seq": inbox_seq}),
             )
             .await?;
+            // A sync page is a gap-free snapshot from the cursor: acknowledging it is safe.
+            let synced: HashMap<u32, u64> = cursors
+                .iter()
+                .filter_map(|(c, s)| sh.conv_by_id.get(c).map(|conv| (*conv, *s)))
+                .collect();
+            log.mark_acked(&synced);
         }
         if !page.more {
             return Ok((pages, n));
@@ -596,17 +647,18 @@ async fn sync_all(
     }
 }
 
-/// One online device: receive pushes, acknowledge periodically, reconnect and resync when the
-/// server drops the socket. Returns its log when `stop` fires.
+/// One online device: receive pushes, acknowledge periodically (only a gap-free prefix per
+/// conversation), reconnect and resync when the server drops the socket. Returns its log when
+/// `stop` fires, and what it may still acknowledge (a gap-free prefix).
 async fn ws_device(
     sh: Arc<Shared>,
+    dev: u32,
     token: String,
     mut ws: Ws,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (DevLog, HashMap<u32, u64>) {
     let mut log = DevLog::default();
-    let mut pending: HashMap<u32, u64> = HashMap::new();
-    let mut acked: HashMap<u32, u64> = HashMap::new();
+    let mut pending = false;
     let mut tick = tokio::time::interval(sh.ack_interval.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let conv_ids: HashMap<u32, &str> = sh
@@ -617,17 +669,24 @@ async fn ws_device(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick(), if sh.ack_interval.is_some() && !pending.is_empty() => {
-                let conversations: Vec<_> = pending
+            _ = tick.tick(), if sh.ack_interval.is_some() && pending => {
+                let cursors = log.gap_free(&sh, dev);
+                // Still pending while a gap holds a conversation's acknowledgement back.
+                pending = log.last.iter().any(|(c, l)| {
+                    cursors.get(c).or(log.acked.get(c)).is_none_or(|p| p < l)
+                });
+                if cursors.is_empty() {
+                    continue;
+                }
+                let conversations: Vec<_> = cursors
                     .iter()
                     .map(|(c, s)| json!({"conversation_id": conv_ids[c], "seq": s}))
                     .collect();
                 let frame = json!({"type": "ack", "conversations": conversations});
                 if ws.send(WsMessage::Text(frame.to_string().into())).await.is_ok() {
-                    for (c, s) in pending.drain() {
-                        let a = acked.entry(c).or_insert(0);
-                        *a = (*a).max(s);
-                    }
+                    log.mark_acked(&cursors);
+                } else {
+                    pending = true;
                 }
             }
             m = ws.next() => {
@@ -647,8 +706,7 @@ async fn ws_device(
                         };
                         let Some(&conv) = sh.conv_by_id.get(cid) else { continue };
                         log.envelope(conv, seq, ev.payload.and_then(msg_of_b64), now, Via::Live);
-                        let p = pending.entry(conv).or_insert(0);
-                        *p = (*p).max(seq);
+                        pending = true;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
@@ -656,7 +714,8 @@ async fn ws_device(
                         log.drops += 1;
                         loop {
                             if *stop.borrow() {
-                                return (log, merge(acked, pending));
+                                let rest = log.gap_free(&sh, dev);
+                                return (log, rest);
                             }
                             match connect_ws(&sh, &token).await {
                                 Ok(w) => { ws = w; break; }
@@ -666,26 +725,15 @@ async fn ws_device(
                         if let Err(e) = sync_all(&sh, &token, &mut log, Via::Resync).await {
                             sh.error(format!("resync after drop: {e:#}"));
                         }
-                        for (conv, seq) in log.last.iter() {
-                            let a = acked.entry(*conv).or_insert(0);
-                            *a = (*a).max(*seq);
-                        }
-                        pending.clear();
+                        pending = true;
                     }
                 }
             }
         }
     }
     let _ = ws.close(None).await;
-    (log, merge(acked, pending))
-}
-
-fn merge(mut a: HashMap<u32, u64>, b: HashMap<u32, u64>) -> HashMap<u32, u64> {
-    for (c, s) in b {
-        let e = a.entry(c).or_insert(0);
-        *e = (*e).max(s);
-    }
-    a
+    let rest = log.gap_free(&sh, dev);
+    (log, rest)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -719,6 +767,13 @@ async fn send_one(sh: Arc<Shared>, url: String, token: String, idx: u32, body: V
     match result {
         Ok(a) => {
             let ack_us = sh.now_us().saturating_sub(t0);
+            let meta = sh.meta.lock().unwrap_or_else(|p| p.into_inner()).get(idx as usize).copied();
+            if let Some((conv, sender)) = meta {
+                sh.own_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((sender, conv, a.seq));
+            }
             let mut r = sh.results.lock().unwrap_or_else(|p| p.into_inner());
             r[idx as usize] = Some(Acked { seq: a.seq, ack_us });
         }
@@ -1116,6 +1171,8 @@ async fn run_inner(
         first_errors: Mutex::new(Vec::new()),
         ack_interval: (args.ack_interval_ms > 0)
             .then(|| Duration::from_millis(args.ack_interval_ms)),
+        meta: Mutex::new(Vec::new()),
+        own_sent: Mutex::new(HashSet::new()),
     });
 
     // WebSockets for the online devices.
@@ -1151,6 +1208,7 @@ async fn run_inner(
             d,
             tokio::spawn(ws_device(
                 sh.clone(),
+                d,
                 devs[d as usize].token.clone(),
                 ws,
                 rx,
@@ -1212,6 +1270,8 @@ async fn run_inner(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .resize(msgs.len(), None);
+        *sh.meta.lock().unwrap_or_else(|p| p.into_inner()) =
+            msgs.iter().map(|m| (m.conv, m.sender)).collect();
         let m_start = start_us + warm_us;
         let m_end = m_start + args.step_secs * 1_000_000;
         // Usage snapshots at the window's edges.
@@ -1286,13 +1346,14 @@ async fn run_inner(
             let _ = tx.send(true);
         }
         if let Some(t) = ws_tasks.remove(d) {
-            let (log, acked) = t.await?;
-            // Acknowledge everything seen, so the server's cursor matches the device.
-            let conversations: Vec<_> = acked
+            let (mut log, rest) = t.await?;
+            // Acknowledge the gap-free prefix, as a client would before going offline; what
+            // was seen beyond a gap comes again in the storm's sync (counted as redelivered).
+            let conversations: Vec<_> = rest
                 .iter()
-                .chain(log.last.iter())
                 .map(|(c, s)| json!({"conversation_id": convs[*c as usize].id, "seq": s}))
                 .collect();
+            log.mark_acked(&rest);
             if !conversations.is_empty() {
                 post_json(
                     &http,
@@ -1386,6 +1447,8 @@ async fn run_inner(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .resize(msgs.len(), None);
+    *sh.meta.lock().unwrap_or_else(|p| p.into_inner()) =
+        msgs.iter().map(|m| (m.conv, m.sender)).collect();
     futures_util::stream::iter(backlog_plan.iter().enumerate())
         .map(|(k, &(conv, sender))| {
             let idx = (first_backlog + k) as u32;
