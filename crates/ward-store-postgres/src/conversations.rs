@@ -12,8 +12,9 @@ use ward_proto::{
     EnvelopeKind, InboxItem, InboxKind, MessageId, UserId, Username,
 };
 use ward_store::{
-    AppendError, AppendListener, AppendOutcome, AppendRequest, CommitChanges, Conversation, ConversationStore,
-    Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult, SyncBatch,
+    AppendError, AppendListener, AppendOutcome, AppendRequest, CommitChanges, Conversation,
+    ConversationStore, Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult,
+    SyncBatch,
 };
 
 use crate::PgStore;

@@ -18,8 +18,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
@@ -54,7 +54,11 @@ struct ListenerSlot(OnceLock<AppendListener>);
 
 impl std::fmt::Debug for ListenerSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "registered" } else { "none" })
+        f.write_str(if self.0.get().is_some() {
+            "registered"
+        } else {
+            "none"
+        })
     }
 }
 

@@ -11,8 +11,9 @@ use ward_proto::{
     Envelope, EnvelopeKind, InboxItem, InboxKind, MessageId, UserId, UserStatus, Username,
 };
 use ward_store::{
-    AppendError, AppendListener, AppendOutcome, AppendRequest, CommitChanges, Conversation, ConversationStore,
-    Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult, SyncBatch,
+    AppendError, AppendListener, AppendOutcome, AppendRequest, CommitChanges, Conversation,
+    ConversationStore, Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult,
+    SyncBatch,
 };
 
 use crate::SqliteStore;

@@ -8,10 +8,10 @@ use ward_proto::{
 };
 
 use crate::{
-    AppendError, AppendListener, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, BreakGlassEnd,
-    BreakGlassRecord, Conversation, Device, Enrollment, EnrollmentCode, JournalEntry, JournalKey,
-    JournalQuery, Member, MemberDevice, NewConversation, OrgPolicy, Organisation, ReceiptKind,
-    Session, StoreResult, SyncBatch, User, WipeOrder,
+    AppendError, AppendListener, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent,
+    BreakGlassEnd, BreakGlassRecord, Conversation, Device, Enrollment, EnrollmentCode,
+    JournalEntry, JournalKey, JournalQuery, Member, MemberDevice, NewConversation, OrgPolicy,
+    Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User, WipeOrder,
 };
 use crate::{
     ArchiveMeta, ArchiveMetaQuery, EnvelopeMeta, EnvelopeMetaQuery, ErasureRecord, LegalHold,

@@ -41,6 +41,7 @@ use ward_server::service::Actor;
 
 mod attachments;
 mod connections;
+mod e2e;
 mod escalation;
 
 const PASSWORD: &str = "bench password for the ward load generator";
@@ -106,6 +107,9 @@ pub enum BenchWhat {
     /// Encrypted attachments through the SDK against a `ward serve` child process: upload and
     /// download throughput and the peak memory of client and server.
     Attachments(attachments::AttachmentBenchArgs),
+    /// The chat workload end to end with real MLS clients (the SDK) against a `ward serve`
+    /// child process: send→decrypted latency, throughput, and the clients' crypto cost apart.
+    E2e(e2e::E2eBenchArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -767,7 +771,12 @@ async fn send_one(sh: Arc<Shared>, url: String, token: String, idx: u32, body: V
     match result {
         Ok(a) => {
             let ack_us = sh.now_us().saturating_sub(t0);
-            let meta = sh.meta.lock().unwrap_or_else(|p| p.into_inner()).get(idx as usize).copied();
+            let meta = sh
+                .meta
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(idx as usize)
+                .copied();
             if let Some((conv, sender)) = meta {
                 sh.own_sent
                     .lock()
@@ -1022,6 +1031,23 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
             escalation::print_summary(&report);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(BenchWhat::E2e(a)) = args.what.clone() {
+        let report = e2e::run(a).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            e2e::print_summary(&report);
+        }
+        return Ok(if report.correctness.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     if let Some(BenchWhat::Attachments(a)) = args.what.clone() {
         let report = attachments::run(a).await?;

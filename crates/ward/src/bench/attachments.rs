@@ -124,7 +124,7 @@ pub struct AttachmentReport {
     pub notes: Vec<String>,
 }
 
-fn peak_rss_kib() -> u64 {
+pub(super) fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -203,7 +203,7 @@ fn add_user(data: &Path, name: &str) -> anyhow::Result<String> {
         .context("no enrollment code in the answer of ward admin user add")
 }
 
-async fn enroll(
+pub(super) async fn enroll(
     base: &Path,
     data: &Path,
     url: &str,
