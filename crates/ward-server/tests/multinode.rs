@@ -634,7 +634,10 @@ async fn concurrent_sends_through_one_node_are_pushed_in_order_on_another() {
         pushed.push(next_seq(&mut bob_on_b).await);
     }
     let crossed = pushed.windows(2).filter(|w| w[0] > w[1]).count();
-    eprintln!("two origin nodes: {crossed} of {} pushes out of seq order", pushed.len());
+    eprintln!(
+        "two origin nodes: {crossed} of {} pushes out of seq order",
+        pushed.len()
+    );
     pushed.sort_unstable();
     assert_eq!(pushed, accepted, "every seq pushed once from either node");
 
