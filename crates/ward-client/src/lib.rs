@@ -183,7 +183,27 @@ pub struct WardClient {
     /// Set by [`WardClient::set_attachment_policy`]; otherwise the organisation's policy is
     /// read from the server before each file is prepared.
     attachment_policy: Option<ward_core::attachment::AttachmentPolicy>,
+    /// Time inside the MLS calls, collected only after [`WardClient::measure_crypto`].
+    crypto_timings: Option<CryptoTimings>,
 }
+
+/// Time this client spent inside MLS (the sans-I/O core's calls only: no network, no profile
+/// writes), collected after [`WardClient::measure_crypto`] for benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct CryptoTimings {
+    /// One per application message encrypted.
+    pub encrypt: Vec<std::time::Duration>,
+    /// One per application message decrypted (with the sender's credential checks).
+    pub decrypt: Vec<std::time::Duration>,
+    /// Commits built: (devices added, time), for example when adding members.
+    pub commits: Vec<(usize, std::time::Duration)>,
+    /// Commits of others processed (merged) on receipt.
+    pub commits_processed: Vec<std::time::Duration>,
+}
+
+/// The live event socket of [`WardClient::event_socket`].
+pub type EventSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// Enrollment inputs.
 pub struct EnrollParams<'a> {
@@ -342,6 +362,7 @@ impl WardClient {
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
             attachment_policy: None,
+            crypto_timings: None,
         };
         client.top_up_key_packages(None).await?;
         Ok(client)
@@ -360,6 +381,7 @@ impl WardClient {
             journal: journal::JournalKeys::default(),
             pending_alerts: Vec::new(),
             attachment_policy: None,
+            crypto_timings: None,
         })
     }
 
@@ -446,6 +468,28 @@ impl WardClient {
             )
             .await?;
         Ok(resp.sessions_ended)
+    }
+
+    /// Start collecting the time spent inside MLS calls (for benchmarks); see
+    /// [`WardClient::take_crypto_timings`].
+    pub fn measure_crypto(&mut self) {
+        self.crypto_timings
+            .get_or_insert_with(CryptoTimings::default);
+    }
+
+    /// What was collected since the last call (empty unless [`WardClient::measure_crypto`]).
+    pub fn take_crypto_timings(&mut self) -> CryptoTimings {
+        match &mut self.crypto_timings {
+            Some(t) => std::mem::take(t),
+            None => CryptoTimings::default(),
+        }
+    }
+
+    /// Open the live event WebSocket without processing it: for callers that run their own
+    /// loop and call [`WardClient::sync`] when an event arrives ([`WardClient::follow`] does
+    /// both).
+    pub async fn event_socket(&self) -> Result<EventSocket, WardError> {
+        self.api.websocket().await
     }
 
     /// Send a text message. Returns once the server has it durably.
@@ -1141,9 +1185,14 @@ impl WardClient {
         build: impl Fn(&mut Core) -> Result<Option<PendingCommit>, CoreError>,
     ) -> Result<Option<SendEnvelopeResponse>, WardError> {
         for _ in 0..COMMIT_ATTEMPTS {
+            let started = std::time::Instant::now();
             let Some(pc) = build(&mut self.core)? else {
                 return Ok(None);
             };
+            if let Some(t) = &mut self.crypto_timings {
+                t.commits
+                    .push((pc.welcome_devices.len(), started.elapsed()));
+            }
             let item = OutboxItem {
                 client_message_id: uuid::Uuid::new_v4(),
                 conversation_id: id,
@@ -1222,7 +1271,11 @@ impl WardClient {
             let epoch = self.core.epoch(id).ok_or_else(|| {
                 WardError::InvalidInput(format!("this device is not in conversation {id}"))
             })?;
+            let started = std::time::Instant::now();
             let payload = self.core.encrypt(id, &content)?;
+            if let Some(t) = &mut self.crypto_timings {
+                t.encrypt.push(started.elapsed());
+            }
             let item = OutboxItem {
                 client_message_id: cmid,
                 conversation_id: id,
@@ -1558,10 +1611,18 @@ impl WardClient {
                 .journal
                 .as_ref()
                 .map(|c| (c, self.journal.key(&c.key_id)));
-            match self
+            let started = std::time::Instant::now();
+            let processed = self
                 .core
-                .process_with_journal(id, env.payload.as_slice(), journal)
-            {
+                .process_with_journal(id, env.payload.as_slice(), journal);
+            if let Some(t) = &mut self.crypto_timings {
+                match (&processed, env.kind) {
+                    (Ok(Processed::Application { .. }), _) => t.decrypt.push(started.elapsed()),
+                    (Ok(_), EnvelopeKind::Commit) => t.commits_processed.push(started.elapsed()),
+                    _ => {}
+                }
+            }
+            match processed {
                 Ok(Processed::Application { sender, content }) => {
                     if let Some(name) = content
                         .extra

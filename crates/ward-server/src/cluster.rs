@@ -12,6 +12,11 @@
 //! path never waits for NATS. A device that misses a push catches up by cursor-based sync, as
 //! after any dropped connection.
 //!
+//! Order (ADR 0020): one FIFO queue, one publisher task and one NATS connection per node, and
+//! one receiver task handling messages one at a time, so a conversation's envelopes appended
+//! through one node reach devices on the others in seq order. Envelopes appended through
+//! different nodes are not ordered with respect to each other; clients order by seq.
+//!
 //! # Wire format (version 1, big-endian)
 //!
 //! ```text

@@ -9,6 +9,10 @@
 //! is also handed, without waiting, to the cluster publisher so the other nodes push it to
 //! *their* connections; what arrives from other nodes is delivered here with the `*_local`
 //! methods, which never forward again.
+//!
+//! Envelopes reach [`Hub::publish`] from the node's one publisher task, in the order the store
+//! committed them (ADR 0020), and every queue here is FIFO: each connection receives a
+//! conversation's envelopes appended through this node in seq order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -99,6 +99,10 @@ pub struct Services {
     /// This node's escalation task: wake-up and one run at a time (ADR 0018).
     escalation: escalation::EscalationRuntime,
     metrics_public: std::sync::atomic::AtomicBool,
+    /// Whether the store announces accepted appends to [`Services::publish_accepted`] in
+    /// commit order (ADR 0020); `false` only if another node state registered first, and then
+    /// `send_envelope` publishes by itself (unordered under concurrency).
+    publish_on_commit: bool,
 }
 
 impl Services {
@@ -118,7 +122,21 @@ impl Services {
             .await?;
         let keys = Arc::new(ServerKeys::load_or_create(store.as_ref(), &master).await?);
         let audit = AuditLog::new(store.clone(), keys.clone(), clock.clone());
-        Ok(Arc::new(Services {
+        // Pushes leave in commit order (ADR 0020): the store's writer hands every accepted
+        // append, in order, to one publisher task. Unbounded, but filled no faster than the
+        // writer commits and drained by a task that only serialises and queues.
+        let (accepted_tx, mut accepted_rx) =
+            tokio::sync::mpsc::unbounded_channel::<ward_store::AppendOutcome>();
+        let publish_on_commit = store.set_append_listener(Arc::new(move |o| {
+            let _ = accepted_tx.send(o.clone());
+        }));
+        if !publish_on_commit {
+            tracing::warn!(
+                "the store already announces appends to another server state; this one publishes \
+                 pushes from the request path, without per-conversation ordering"
+            );
+        }
+        let services = Arc::new(Services {
             store,
             keys,
             master,
@@ -132,7 +150,18 @@ impl Services {
             journal_cache: journal::JournalKeyCache::default(),
             escalation: escalation::EscalationRuntime::default(),
             metrics_public: false.into(),
-        }))
+            publish_on_commit,
+        });
+        let weak = Arc::downgrade(&services);
+        tokio::spawn(async move {
+            while let Some(outcome) = accepted_rx.recv().await {
+                let Some(services) = weak.upgrade() else {
+                    break;
+                };
+                services.publish_accepted(outcome);
+            }
+        });
+        Ok(services)
     }
 
     /// Serve `/metrics` to any client (default: loopback clients and admin sessions only).

@@ -12,8 +12,9 @@ use ward_proto::{
     EnvelopeKind, InboxItem, InboxKind, MessageId, UserId, Username,
 };
 use ward_store::{
-    AppendError, AppendOutcome, AppendRequest, CommitChanges, Conversation, ConversationStore,
-    Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult, SyncBatch,
+    AppendError, AppendListener, AppendOutcome, AppendRequest, CommitChanges, Conversation,
+    ConversationStore, Member, MemberDevice, NewConversation, ReceiptKind, StoreError, StoreResult,
+    SyncBatch,
 };
 
 use crate::PgStore;
@@ -682,9 +683,21 @@ impl ConversationStore for PgStore {
 
     async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError> {
         let req = req.clone();
+        let listener = self.group.append_listener();
         self.group
-            .run(move |conn| Box::pin(async move { append_in(conn, &req).await }))
+            .run_then(
+                move |conn| Box::pin(async move { append_in(conn, &req).await }),
+                move |outcome: &AppendOutcome| {
+                    if let (Some(listener), AppendOutcome::Accepted { .. }) = (listener, outcome) {
+                        listener(outcome);
+                    }
+                },
+            )
             .await
+    }
+
+    fn set_append_listener(&self, listener: AppendListener) -> bool {
+        self.group.set_append_listener(listener)
     }
 
     async fn sync(&self, device: DeviceId, limit: usize) -> StoreResult<SyncBatch> {

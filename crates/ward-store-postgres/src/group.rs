@@ -18,12 +18,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
-use ward_store::StoreError;
+use ward_store::{AppendListener, StoreError};
 
 /// Most operations in one transaction: bounds the latency of the last one and the work a
 /// failed commit throws away.
@@ -44,6 +44,22 @@ type Job =
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    /// Told of every accepted append, in commit order (ADR 0020).
+    append_listener: Arc<ListenerSlot>,
+}
+
+/// Where the append listener is registered (once).
+#[derive(Default)]
+struct ListenerSlot(OnceLock<AppendListener>);
+
+impl std::fmt::Debug for ListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "registered"
+        } else {
+            "none"
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -58,7 +74,11 @@ impl GroupCommit {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(Stats::default());
         tokio::spawn(run(pool, jobs, stats.clone()));
-        Self { queue, stats }
+        Self {
+            queue,
+            stats,
+            append_listener: Arc::default(),
+        }
     }
 
     /// (batches, operations) so far.
@@ -79,6 +99,21 @@ impl GroupCommit {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.run_then(op, |_: &T| {}).await
+    }
+
+    /// [`GroupCommit::run`], and call `then` with the value once the batch is durable and
+    /// before the caller is answered. The writer task calls the `then`s of a batch one after
+    /// the other in the batch's order, and batches in commit order.
+    pub(crate) async fn run_then<T, E>(
+        &self,
+        op: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        then: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
@@ -89,7 +124,10 @@ impl GroupCommit {
                 let keep = matches!(result, Some(Ok(_)));
                 let finish: Finish = Box::new(move |commit| {
                     let outcome = match (result, commit) {
-                        (Some(Ok(value)), Ok(())) => Ok(value),
+                        (Some(Ok(value)), Ok(())) => {
+                            then(&value);
+                            Ok(value)
+                        }
                         (Some(Err(e)), _) => Err(e),
                         (_, Err(e)) => Err(E::from(StoreError::Backend(
                             format!("group commit failed: {e}").into(),
@@ -107,6 +145,18 @@ impl GroupCommit {
         });
         self.queue.send(job).await.map_err(|_| E::from(stopped()))?;
         answered.await.map_err(|_| E::from(stopped()))?
+    }
+}
+
+impl GroupCommit {
+    /// Register the listener for accepted appends; `false` if one is registered already.
+    pub(crate) fn set_append_listener(&self, listener: AppendListener) -> bool {
+        self.append_listener.0.set(listener).is_ok()
+    }
+
+    /// The registered listener, if any.
+    pub(crate) fn append_listener(&self) -> Option<AppendListener> {
+        self.append_listener.0.get().cloned()
     }
 }
 

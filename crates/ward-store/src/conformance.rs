@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             receipts_and_cursors,
             commit_log_and_envelope_bytes,
             append_concurrent_seqs_gap_free,
+            append_listener_sees_seq_order,
             append_with_audit_mixed_outcomes,
             audit_chain_and_pagination,
             audit_checkpoints,
@@ -2072,6 +2073,60 @@ pub async fn append_concurrent_seqs_gap_free(store: Arc<dyn Store>) {
     let alice_sees = synced_seqs(&*store, p.a.id).await;
     let bob_sees = synced_seqs(&*store, p.b.id).await;
     assert_eq!((alice_sees.len(), bob_sees.len()), (50, 50));
+}
+
+/// The append listener (ADR 0020) is told of every accepted append of concurrent senders to one
+/// conversation exactly once, in seq order, and of nothing else (duplicates, failures).
+pub async fn append_listener_sees_seq_order(store: Arc<dyn Store>) {
+    let p = pair(&*store).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(ConversationId, u64)>::new()));
+    let sink = seen.clone();
+    let listener: crate::AppendListener = Arc::new(move |o: &AppendOutcome| {
+        if let AppendOutcome::Accepted { envelope, .. } = o {
+            sink.lock()
+                .unwrap()
+                .push((envelope.conversation_id, envelope.seq));
+        }
+    });
+    assert!(store.set_append_listener(listener.clone()));
+    assert!(
+        !store.set_append_listener(listener),
+        "a second listener is refused"
+    );
+    let mut tasks = Vec::new();
+    for t in 0..8u8 {
+        let s = store.clone();
+        let (user, dev) = if t % 2 == 0 {
+            (p.alice.id, p.a.id)
+        } else {
+            (p.bob.id, p.b.id)
+        };
+        let conv = p.conv.id;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25u8 {
+                let req = app(conv, user, dev, 1, &[t, i]);
+                accept(&*s, &req).await;
+                // A retry is a duplicate: not announced again.
+                assert!(matches!(
+                    s.append(&req).await,
+                    Ok(AppendOutcome::Duplicate { .. })
+                ));
+            }
+            // A stale epoch fails and is not announced.
+            assert!(s.append(&app(conv, user, dev, 7, &[t])).await.is_err());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(c, _)| *c == p.conv.id));
+    let seqs: Vec<u64> = seen.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        seqs,
+        (2..=201).collect::<Vec<u64>>(),
+        "every accepted append announced once, in seq order"
+    );
 }
 
 /// Accepted sends, duplicates, stale epochs and non-members submitted at once (one group-commit

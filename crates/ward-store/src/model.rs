@@ -321,6 +321,12 @@ pub struct AppendRequest {
     pub journal: Option<ward_proto::JournalCopy>,
 }
 
+/// Told of every append a store instance accepted, once its commit is durable and before its
+/// caller is answered, in commit order: per conversation, in seq order for the appends of that
+/// instance (ADR 0020). Always called with [`AppendOutcome::Accepted`]. It runs on the store's
+/// writer, so it must return at once (queue the work elsewhere) and must not panic.
+pub type AppendListener = std::sync::Arc<dyn Fn(&AppendOutcome) + Send + Sync>;
+
 /// An appended (or found) envelope.
 #[allow(
     clippy::large_enum_variant,

@@ -8,10 +8,10 @@ use ward_proto::{
 };
 
 use crate::{
-    AppendError, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent, BreakGlassEnd,
-    BreakGlassRecord, Conversation, Device, Enrollment, EnrollmentCode, JournalEntry, JournalKey,
-    JournalQuery, Member, MemberDevice, NewConversation, OrgPolicy, Organisation, ReceiptKind,
-    Session, StoreResult, SyncBatch, User, WipeOrder,
+    AppendError, AppendListener, AppendOutcome, AppendRequest, AuditCheckpoint, AuditEvent,
+    BreakGlassEnd, BreakGlassRecord, Conversation, Device, Enrollment, EnrollmentCode,
+    JournalEntry, JournalKey, JournalQuery, Member, MemberDevice, NewConversation, OrgPolicy,
+    Organisation, ReceiptKind, Session, StoreResult, SyncBatch, User, WipeOrder,
 };
 use crate::{
     ArchiveMeta, ArchiveMetaQuery, EnvelopeMeta, EnvelopeMetaQuery, ErasureRecord, LegalHold,
@@ -174,6 +174,10 @@ pub trait ConversationStore {
     /// journal copy into the archive. Nothing is written unless everything is. Envelopes
     /// read back (sync, `envelope`) carry their journal copy.
     async fn append(&self, req: &AppendRequest) -> Result<AppendOutcome, AppendError>;
+    /// Register the listener told of every accepted append of this store instance, in commit
+    /// order (see [`AppendListener`]). One per instance: `false` if one is registered already
+    /// (the caller must then publish by itself).
+    fn set_append_listener(&self, listener: AppendListener) -> bool;
     /// Undelivered items for a device: inbox items first, then envelopes after the device's
     /// cursor (its own messages excluded), at most `limit` in all.
     async fn sync(&self, device: DeviceId, limit: usize) -> StoreResult<SyncBatch>;

@@ -9,7 +9,9 @@
 //! follows. Every run checks that every device got every acknowledged message of its
 //! conversations exactly once, in order; any loss, duplicate or reordering exits 1. WebSocket
 //! pushes that arrive out of seq order are counted (`push_out_of_order`) and fatal only with
-//! `--strict-order`: the server does not promise push order, clients order by seq.
+//! `--strict-order`: one node publishes each conversation in seq order (ADR 0020), but across
+//! nodes only per origin node, so clients still order by seq. Devices acknowledge only the
+//! gap-free prefix of each conversation, as a correct client does.
 //!
 //! Known simplifications (reported in the output as well): one device per user (the 10 % of
 //! users with a second device are not modelled), plain HTTP instead of TLS, and the load
@@ -41,6 +43,7 @@ use ward_server::service::Actor;
 
 mod attachments;
 mod connections;
+mod e2e;
 mod escalation;
 
 const PASSWORD: &str = "bench password for the ward load generator";
@@ -68,8 +71,8 @@ pub struct BenchArgs {
     /// temporary directory.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
-    /// Also write the JSON report to this file.
-    #[arg(long, value_name = "FILE")]
+    /// Also write the JSON report to this file (also after a subcommand: `ward bench e2e --out F`).
+    #[arg(long, value_name = "FILE", global = true)]
     out: Option<PathBuf>,
     /// Messages each reconnecting device should find waiting in the reconnect storm.
     #[arg(long, default_value_t = 100)]
@@ -125,6 +128,9 @@ pub enum BenchWhat {
     /// Internal: one client process of `--idle-connections … --client-processes M`.
     #[command(hide = true)]
     IdleClient(connections::IdleClientArgs),
+    /// The chat workload end to end with real MLS clients (the SDK) against a `ward serve`
+    /// child process: send→decrypted latency, throughput, and the clients' crypto cost apart.
+    E2e(e2e::E2eBenchArgs),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,9 +198,8 @@ struct Correctness {
     lost: u64,
     duplicates: u64,
     /// Envelopes pushed on a live WebSocket with a lower seq than one already pushed in the
-    /// same conversation: the server publishes after its append transaction, so concurrent
-    /// sends to one conversation can be pushed out of seq order. Clients order by seq; fatal
-    /// only with `--strict-order`.
+    /// same conversation. One node publishes in seq order (ADR 0020), so this stays 0 there;
+    /// fatal only with `--strict-order`.
     push_out_of_order: u64,
     /// Seq order broken in what a device assembled (a seq seen twice, or sync out of order).
     out_of_order: u64,
@@ -294,6 +299,11 @@ struct Shared {
     send_errors: AtomicU64,
     first_errors: Mutex<Vec<String>>,
     ack_interval: Option<Duration>,
+    /// (conversation, sender device) of each planned message, by index.
+    meta: Mutex<Vec<(u32, u32)>>,
+    /// (sender device, conversation, seq) of every acknowledged send: a device's own messages
+    /// are never pushed to it, so they fill its gaps (a client knows what it sent).
+    own_sent: Mutex<HashSet<(u32, u32, u64)>>,
 }
 
 impl Shared {
@@ -334,6 +344,10 @@ struct DevLog {
     recs: Vec<Rec>,
     seen: HashSet<(u32, u64)>,
     last: HashMap<u32, u64>,
+    /// Per conversation: the highest seq acknowledged to the server (a gap-free prefix).
+    acked: HashMap<u32, u64>,
+    /// Per conversation: the highest seq synced in the storm (sync pages are in seq order).
+    storm_last: HashMap<u32, u64>,
     duplicates: u64,
     out_of_order: u64,
     push_out_of_order: u64,
@@ -355,7 +369,9 @@ enum Via {
 impl DevLog {
     fn envelope(&mut self, conv: u32, seq: u64, msg: Option<u32>, now_us: u64, via: Via) {
         if !self.seen.insert((conv, seq)) {
-            if via == Via::Resync {
+            // The storm's sync re-sends what was seen live beyond the acknowledged prefix.
+            let beyond_ack = via == Via::Storm && seq > self.acked.get(&conv).copied().unwrap_or(0);
+            if via == Via::Resync || beyond_ack {
                 self.redelivered += 1;
             } else {
                 self.duplicates += 1;
@@ -363,14 +379,17 @@ impl DevLog {
             return;
         }
         let last = self.last.entry(conv).or_insert(0);
-        if seq < *last {
-            match via {
-                Via::Live => self.push_out_of_order += 1,
-                Via::Storm => self.out_of_order += 1,
-                Via::Resync => {}
-            }
+        if seq < *last && via == Via::Live {
+            self.push_out_of_order += 1;
         }
         *last = (*last).max(seq);
+        if via == Via::Storm {
+            let storm_last = self.storm_last.entry(conv).or_insert(0);
+            if seq < *storm_last {
+                self.out_of_order += 1;
+            }
+            *storm_last = seq;
+        }
         match msg {
             Some(msg) => self.recs.push(Rec {
                 msg,
@@ -378,6 +397,37 @@ impl DevLog {
                 live: via == Via::Live,
             }),
             None => self.unparsed += 1,
+        }
+    }
+}
+
+impl DevLog {
+    /// Per conversation with something new: the highest seq up to which this device has every
+    /// seq (received, or sent by itself), above what it acknowledged. Seq 1 of every bench
+    /// conversation is its creating commit, which the device never needs. This is what a
+    /// correct client acknowledges: never past a gap, so a later resync cannot skip a message.
+    fn gap_free(&self, sh: &Shared, dev: u32) -> HashMap<u32, u64> {
+        let own = sh.own_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = HashMap::new();
+        for (&conv, &last) in &self.last {
+            let acked = self.acked.get(&conv).copied().unwrap_or(1).max(1);
+            let mut p = acked;
+            while p < last
+                && (self.seen.contains(&(conv, p + 1)) || own.contains(&(dev, conv, p + 1)))
+            {
+                p += 1;
+            }
+            if p > acked {
+                out.insert(conv, p);
+            }
+        }
+        out
+    }
+
+    fn mark_acked(&mut self, cursors: &HashMap<u32, u64>) {
+        for (c, s) in cursors {
+            let a = self.acked.entry(*c).or_insert(0);
+            *a = (*a).max(*s);
         }
     }
 }
@@ -629,7 +679,7 @@ async fn sync_all(
         let inbox_seq = page.inbox.iter().map(|i| i.inbox_seq).max();
         if !cursors.is_empty() || inbox_seq.is_some() {
             let conversations: Vec<_> = cursors
-                .into_iter()
+                .iter()
                 .map(|(c, s)| json!({"conversation_id": c, "seq": s}))
                 .collect();
             post_json(
@@ -639,6 +689,12 @@ async fn sync_all(
                 &json!({"conversations": conversations, "inbox_seq": inbox_seq}),
             )
             .await?;
+            // A sync page is a gap-free snapshot from the cursor: acknowledging it is safe.
+            let synced: HashMap<u32, u64> = cursors
+                .iter()
+                .filter_map(|(c, s)| sh.conv_by_id.get(c).map(|conv| (*conv, *s)))
+                .collect();
+            log.mark_acked(&synced);
         }
         if !page.more {
             return Ok((pages, n));
@@ -646,17 +702,18 @@ async fn sync_all(
     }
 }
 
-/// One online device: receive pushes, acknowledge periodically, reconnect and resync when the
-/// server drops the socket. Returns its log when `stop` fires.
+/// One online device: receive pushes, acknowledge periodically (only a gap-free prefix per
+/// conversation), reconnect and resync when the server drops the socket. Returns its log when
+/// `stop` fires, and what it may still acknowledge (a gap-free prefix).
 async fn ws_device(
     sh: Arc<Shared>,
+    dev: u32,
     token: String,
     mut ws: Ws,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (DevLog, HashMap<u32, u64>) {
     let mut log = DevLog::default();
-    let mut pending: HashMap<u32, u64> = HashMap::new();
-    let mut acked: HashMap<u32, u64> = HashMap::new();
+    let mut pending = false;
     let mut tick = tokio::time::interval(sh.ack_interval.unwrap_or(Duration::from_secs(3600)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let conv_ids: HashMap<u32, &str> = sh
@@ -667,17 +724,24 @@ async fn ws_device(
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick(), if sh.ack_interval.is_some() && !pending.is_empty() => {
-                let conversations: Vec<_> = pending
+            _ = tick.tick(), if sh.ack_interval.is_some() && pending => {
+                let cursors = log.gap_free(&sh, dev);
+                // Still pending while a gap holds a conversation's acknowledgement back.
+                pending = log.last.iter().any(|(c, l)| {
+                    cursors.get(c).or(log.acked.get(c)).is_none_or(|p| p < l)
+                });
+                if cursors.is_empty() {
+                    continue;
+                }
+                let conversations: Vec<_> = cursors
                     .iter()
                     .map(|(c, s)| json!({"conversation_id": conv_ids[c], "seq": s}))
                     .collect();
                 let frame = json!({"type": "ack", "conversations": conversations});
                 if ws.send(WsMessage::Text(frame.to_string().into())).await.is_ok() {
-                    for (c, s) in pending.drain() {
-                        let a = acked.entry(c).or_insert(0);
-                        *a = (*a).max(s);
-                    }
+                    log.mark_acked(&cursors);
+                } else {
+                    pending = true;
                 }
             }
             m = ws.next() => {
@@ -697,8 +761,7 @@ async fn ws_device(
                         };
                         let Some(&conv) = sh.conv_by_id.get(cid) else { continue };
                         log.envelope(conv, seq, ev.payload.and_then(msg_of_b64), now, Via::Live);
-                        let p = pending.entry(conv).or_insert(0);
-                        *p = (*p).max(seq);
+                        pending = true;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => {
@@ -706,7 +769,8 @@ async fn ws_device(
                         log.drops += 1;
                         loop {
                             if *stop.borrow() {
-                                return (log, merge(acked, pending));
+                                let rest = log.gap_free(&sh, dev);
+                                return (log, rest);
                             }
                             match connect_ws(&sh, &token).await {
                                 Ok(w) => { ws = w; break; }
@@ -716,26 +780,15 @@ async fn ws_device(
                         if let Err(e) = sync_all(&sh, &token, &mut log, Via::Resync).await {
                             sh.error(format!("resync after drop: {e:#}"));
                         }
-                        for (conv, seq) in log.last.iter() {
-                            let a = acked.entry(*conv).or_insert(0);
-                            *a = (*a).max(*seq);
-                        }
-                        pending.clear();
+                        pending = true;
                     }
                 }
             }
         }
     }
     let _ = ws.close(None).await;
-    (log, merge(acked, pending))
-}
-
-fn merge(mut a: HashMap<u32, u64>, b: HashMap<u32, u64>) -> HashMap<u32, u64> {
-    for (c, s) in b {
-        let e = a.entry(c).or_insert(0);
-        *e = (*e).max(s);
-    }
-    a
+    let rest = log.gap_free(&sh, dev);
+    (log, rest)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -770,6 +823,18 @@ async fn send_one(sh: Arc<Shared>, url: String, token: String, idx: u32, body: V
     match result {
         Ok(a) => {
             let ack_us = sh.now_us().saturating_sub(t0);
+            let meta = sh
+                .meta
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(idx as usize)
+                .copied();
+            if let Some((conv, sender)) = meta {
+                sh.own_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((sender, conv, a.seq));
+            }
             let mut r = sh.results.lock().unwrap_or_else(|p| p.into_inner());
             r[idx as usize] = Some(Acked { seq: a.seq, ack_us });
         }
@@ -1027,6 +1092,23 @@ pub async fn run(args: BenchArgs, json_out: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(BenchWhat::E2e(a)) = args.what.clone() {
+        let report = e2e::run(a).await?;
+        if let Some(path) = &args.out {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        if json_out {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            e2e::print_summary(&report);
+        }
+        return Ok(if report.correctness.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     if let Some(BenchWhat::Attachments(a)) = args.what.clone() {
         let report = attachments::run(a).await?;
         if let Some(path) = &args.out {
@@ -1229,6 +1311,8 @@ async fn run_inner(
         first_errors: Mutex::new(Vec::new()),
         ack_interval: (args.ack_interval_ms > 0)
             .then(|| Duration::from_millis(args.ack_interval_ms)),
+        meta: Mutex::new(Vec::new()),
+        own_sent: Mutex::new(HashSet::new()),
     });
 
     // WebSockets for the online devices.
@@ -1264,6 +1348,7 @@ async fn run_inner(
             d,
             tokio::spawn(ws_device(
                 sh.clone(),
+                d,
                 devs[d as usize].token.clone(),
                 ws,
                 rx,
@@ -1325,6 +1410,8 @@ async fn run_inner(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .resize(msgs.len(), None);
+        *sh.meta.lock().unwrap_or_else(|p| p.into_inner()) =
+            msgs.iter().map(|m| (m.conv, m.sender)).collect();
         let m_start = start_us + warm_us;
         let m_end = m_start + args.step_secs * 1_000_000;
         // Usage snapshots at the window's edges.
@@ -1399,13 +1486,14 @@ async fn run_inner(
             let _ = tx.send(true);
         }
         if let Some(t) = ws_tasks.remove(d) {
-            let (log, acked) = t.await?;
-            // Acknowledge everything seen, so the server's cursor matches the device.
-            let conversations: Vec<_> = acked
+            let (mut log, rest) = t.await?;
+            // Acknowledge the gap-free prefix, as a client would before going offline; what
+            // was seen beyond a gap comes again in the storm's sync (counted as redelivered).
+            let conversations: Vec<_> = rest
                 .iter()
-                .chain(log.last.iter())
                 .map(|(c, s)| json!({"conversation_id": convs[*c as usize].id, "seq": s}))
                 .collect();
+            log.mark_acked(&rest);
             if !conversations.is_empty() {
                 post_json(
                     &http,
@@ -1499,6 +1587,8 @@ async fn run_inner(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .resize(msgs.len(), None);
+    *sh.meta.lock().unwrap_or_else(|p| p.into_inner()) =
+        msgs.iter().map(|m| (m.conv, m.sender)).collect();
     futures_util::stream::iter(backlog_plan.iter().enumerate())
         .map(|(k, &(conv, sender))| {
             let idx = (first_backlog + k) as u32;

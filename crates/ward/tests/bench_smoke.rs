@@ -27,6 +27,7 @@ fn bench_small_run_loses_and_duplicates_nothing() {
             "2",
             "--warmup-secs",
             "1",
+            "--strict-order",
             "--json",
         ])
         .output()
@@ -46,6 +47,8 @@ fn bench_small_run_loses_and_duplicates_nothing() {
     assert_eq!(c["lost"], 0, "{c}");
     assert_eq!(c["duplicates"], 0, "{c}");
     assert_eq!(c["out_of_order"], 0, "{c}");
+    // One node publishes each conversation's envelopes in seq order (ADR 0020).
+    assert_eq!(c["push_out_of_order"], 0, "{c}");
     assert!(c["expected_deliveries"].as_u64().unwrap() > 0, "{c}");
     assert_eq!(c["delivered"], c["expected_deliveries"], "{c}");
 

@@ -394,10 +394,14 @@ impl Services {
                     to_role: None,
                 };
                 let message_id = envelope.message_id;
-                self.hub
-                    .publish(&recipients, &ServerEvent::Envelope(envelope));
-                for (device, item) in inbox {
-                    self.hub.publish(&[device], &ServerEvent::Inbox(item));
+                if !self.publish_on_commit {
+                    self.publish_accepted(AppendOutcome::Accepted {
+                        envelope,
+                        epoch,
+                        inbox,
+                        recipients,
+                        audit_seq,
+                    });
                 }
                 if let Some(seq) = audit_seq {
                     self.audit.appended(seq).await;
@@ -410,6 +414,25 @@ impl Services {
                 }
                 self.reference_blobs(id, message_id, &req.blobs).await?;
                 Ok(resp)
+            }
+        }
+    }
+
+    /// Push an accepted append to its recipients (this node's hub, and through it the other
+    /// nodes). Called by the publisher task in commit order, so the envelopes of one
+    /// conversation are queued for every connection in seq order (ADR 0020).
+    pub(crate) fn publish_accepted(&self, outcome: AppendOutcome) {
+        if let AppendOutcome::Accepted {
+            envelope,
+            inbox,
+            recipients,
+            ..
+        } = outcome
+        {
+            self.hub
+                .publish(&recipients, &ServerEvent::Envelope(envelope));
+            for (device, item) in inbox {
+                self.hub.publish(&[device], &ServerEvent::Inbox(item));
             }
         }
     }

@@ -145,6 +145,11 @@ fn own_status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Peak resident memory (VmHWM) of this process so far, KiB.
+pub(super) fn peak_rss_kib() -> u64 {
+    own_status_kib("VmHWM:")
+}
+
 /// Memory figures read when setup ends and the peaks are reset.
 #[derive(Default)]
 struct Baseline {
@@ -241,7 +246,7 @@ fn add_user(data: &Path, name: &str) -> anyhow::Result<String> {
         .context("no enrollment code in the answer of ward admin user add")
 }
 
-async fn enroll(
+pub(super) async fn enroll(
     base: &Path,
     data: &Path,
     url: &str,
