@@ -216,6 +216,7 @@ enum DlpCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once from the command line")]
 enum PolicyCommand {
     /// Show the policy.
     Show,
