@@ -342,7 +342,8 @@ struct Rec {
 #[derive(Default)]
 struct DevLog {
     recs: Vec<Rec>,
-    seen: HashSet<(u32, u64)>,
+    /// Every (conversation, seq) assembled, and how it first arrived.
+    seen: HashMap<(u32, u64), Via>,
     last: HashMap<u32, u64>,
     /// Per conversation: the highest seq acknowledged to the server (a gap-free prefix).
     acked: HashMap<u32, u64>,
@@ -368,16 +369,21 @@ enum Via {
 
 impl DevLog {
     fn envelope(&mut self, conv: u32, seq: u64, msg: Option<u32>, now_us: u64, via: Via) {
-        if !self.seen.insert((conv, seq)) {
-            // The storm's sync re-sends what was seen live beyond the acknowledged prefix.
+        if let Some(&first) = self.seen.get(&(conv, seq)) {
+            // The storm's sync re-sends what was seen live beyond the acknowledged prefix; a
+            // reconnected socket can be pushed what its first sync already returned (the push
+            // was still queued when the sync read it). Only a second live push, or sync
+            // re-sending what was acknowledged, is a duplicate.
             let beyond_ack = via == Via::Storm && seq > self.acked.get(&conv).copied().unwrap_or(0);
-            if via == Via::Resync || beyond_ack {
+            let push_after_sync = via == Via::Live && first != Via::Live;
+            if via == Via::Resync || beyond_ack || push_after_sync {
                 self.redelivered += 1;
             } else {
                 self.duplicates += 1;
             }
             return;
         }
+        self.seen.insert((conv, seq), via);
         let last = self.last.entry(conv).or_insert(0);
         if seq < *last && via == Via::Live {
             self.push_out_of_order += 1;
@@ -413,7 +419,7 @@ impl DevLog {
             let acked = self.acked.get(&conv).copied().unwrap_or(1).max(1);
             let mut p = acked;
             while p < last
-                && (self.seen.contains(&(conv, p + 1)) || own.contains(&(dev, conv, p + 1)))
+                && (self.seen.contains_key(&(conv, p + 1)) || own.contains(&(dev, conv, p + 1)))
             {
                 p += 1;
             }
@@ -1489,7 +1495,14 @@ async fn run_inner(
             let (mut log, rest) = t.await?;
             // Acknowledge the gap-free prefix, as a client would before going offline; what
             // was seen beyond a gap comes again in the storm's sync (counted as redelivered).
-            let conversations: Vec<_> = rest
+            // Everything is acknowledged again over HTTP (answered once durable): the last
+            // WebSocket ack frame may still be in flight when the socket closes.
+            let mut full = log.acked.clone();
+            for (c, s) in &rest {
+                let e = full.entry(*c).or_insert(0);
+                *e = (*e).max(*s);
+            }
+            let conversations: Vec<_> = full
                 .iter()
                 .map(|(c, s)| json!({"conversation_id": convs[*c as usize].id, "seq": s}))
                 .collect();

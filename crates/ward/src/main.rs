@@ -216,7 +216,10 @@ enum DlpCommand {
 }
 
 #[derive(Subcommand)]
-#[allow(clippy::large_enum_variant, reason = "parsed once from the command line")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line"
+)]
 enum PolicyCommand {
     /// Show the policy.
     Show,
@@ -441,6 +444,9 @@ enum AuditCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        fixed_mmap_threshold();
+    }
     init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -455,6 +461,30 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Runs this process again (same pid, arguments and descriptors) with glibc's mmap threshold
+/// fixed at 1 MiB, unless the operator set it. glibc otherwise raises the threshold after the
+/// first large buffer is freed (up to 32 MiB), so the next part buffers and password-hash
+/// blocks come from per-thread arenas that keep their pages: a 1 GiB attachment round trip
+/// held 64 MiB at peak instead of 40 (docs/benchmarks.md). A failed exec changes nothing.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        const MMAP_THRESHOLD_VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+        if std::env::var_os(MMAP_THRESHOLD_VAR).is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(MMAP_THRESHOLD_VAR, "1048576")
+            .exec();
+        eprintln!("warning: could not fix the allocator's mmap threshold ({err}); continuing");
     }
 }
 
