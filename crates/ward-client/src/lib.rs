@@ -905,14 +905,25 @@ impl WardClient {
         &mut self,
         mut on_event: impl FnMut(FollowEvent<'_>),
     ) -> Result<(), WardError> {
-        let mut emit = |report: &SyncReport| {
+        self.follow_reports(|_, report| {
             for m in &report.messages {
                 on_event(FollowEvent::Message(m));
             }
             for a in &report.alerts {
                 on_event(FollowEvent::Alert(a));
             }
-        };
+            Box::pin(async {})
+        })
+        .await
+    }
+
+    /// Stay connected and hand every sync's report to `on_report` together with this client
+    /// (read-only), whose future is awaited before the next sync: a caller can download the
+    /// new messages' attachments there. Ends with the connection (or a wipe, or the session).
+    pub async fn follow_reports<F>(&mut self, mut on_report: F) -> Result<(), WardError>
+    where
+        F: for<'a> FnMut(&'a WardClient, &'a SyncReport) -> futures_util::future::BoxFuture<'a, ()>,
+    {
         let mut ws = match self.api.websocket().await {
             Ok(ws) => ws,
             // The upgrade's refusal has no readable body: a sync tells why (and obeys a wipe).
@@ -922,20 +933,20 @@ impl WardClient {
             }
         };
         let report = self.sync().await?;
-        emit(&report);
+        on_report(&*self, &report).await;
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
         tick.tick().await;
         loop {
-            tokio::select! {
+            let report = tokio::select! {
                 frame = ws.next() => match frame {
                     Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
                         match serde_json::from_str::<ServerEvent>(t.as_str()) {
                             Ok(ServerEvent::SessionEnded { reason }) => return Err(WardError::SessionExpired(reason)),
-                            Ok(_) => {
-                                let report = self.sync().await?;
-                                emit(&report);
+                            Ok(_) => self.sync().await?,
+                            Err(_) => {
+                                tracing::debug!("ignoring an unknown event");
+                                continue;
                             }
-                            Err(_) => tracing::debug!("ignoring an unknown event"),
                         }
                     }
                     Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
@@ -943,15 +954,13 @@ impl WardClient {
                             "server closed the connection: {}", f.map(|f| f.reason.to_string()).unwrap_or_default()
                         )));
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => continue,
                     Some(Err(e)) => return Err(WardError::Transport(e.to_string())),
                     None => return Err(WardError::Transport("connection closed".into())),
                 },
-                _ = tick.tick() => {
-                    let report = self.sync().await?;
-                    emit(&report);
-                }
-            }
+                _ = tick.tick() => self.sync().await?,
+            };
+            on_report(&*self, &report).await;
         }
     }
 

@@ -73,8 +73,9 @@ pub struct SendArgs {
 /// `ward sync`.
 #[derive(Args)]
 pub struct SyncArgs {
-    /// Keep running and print messages as they arrive.
-    #[arg(long, conflicts_with = "download_dir")]
+    /// Keep running and print messages as they arrive (with --download-dir, saving their
+    /// attachments as they come).
+    #[arg(long)]
     follow: bool,
     /// Download, verify and decrypt the new messages' attachments into this directory
     /// (never overwriting: a taken name gets ` (1)`, ` (2)`, …), each image's thumbnail
@@ -447,10 +448,6 @@ async fn download_all(
     Ok(saved)
 }
 
-fn print_message(m: &StoredMessage, json: bool) {
-    print_message_with(m, &[], json);
-}
-
 /// One message; `saved` holds where its attachments were written to, in order (empty when
 /// they were not downloaded).
 fn print_message_with(m: &StoredMessage, saved: &[ward_client::SavedAttachment], json: bool) {
@@ -514,21 +511,44 @@ fn print_message_with(m: &StoredMessage, saved: &[ward_client::SavedAttachment],
 /// `ward sync`.
 pub async fn sync(dir: &Path, args: SyncArgs, json: bool) -> anyhow::Result<()> {
     let mut client = open(dir)?;
+    if let Some(d) = &args.download_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create the download directory {}", d.display()))?;
+    }
     if args.follow {
+        let download_dir = args.download_dir.clone();
         client
-            .follow_events(|e| match e {
-                ward_client::FollowEvent::Message(m) => print_message(m, json),
-                ward_client::FollowEvent::Alert(a) => crate::role_cmd::print_alert(a, json),
+            .follow_reports(move |client, report| {
+                let download_dir = download_dir.clone();
+                Box::pin(async move {
+                    for m in &report.messages {
+                        let saved = match &download_dir {
+                            Some(d) if !m.attachment_descriptors.is_empty() => {
+                                // A failed file does not stop following: said, and the
+                                // message is still shown.
+                                download_all(client, m, d).await.unwrap_or_else(|e| {
+                                    eprintln!(
+                                        "error: the attachments of message {} were not all \
+                                         saved: {e}",
+                                        m.message_id.map(|i| i.to_string()).unwrap_or_default()
+                                    );
+                                    Vec::new()
+                                })
+                            }
+                            _ => Vec::new(),
+                        };
+                        print_message_with(m, &saved, json);
+                    }
+                    for a in &report.alerts {
+                        crate::role_cmd::print_alert(a, json);
+                    }
+                })
             })
             .await?;
         return Ok(());
     }
     let report = client.sync().await?;
     let mut bannered = std::collections::BTreeSet::new();
-    if let Some(d) = &args.download_dir {
-        std::fs::create_dir_all(d)
-            .with_context(|| format!("cannot create the download directory {}", d.display()))?;
-    }
     let mut failed = 0usize;
     for m in &report.messages {
         if let Some(p) = client.conversation_patient(m.conversation_id)

@@ -327,12 +327,6 @@ fn send_attach_and_sync_download_dir() {
         &["send", "--to", "bob", "--attach", missing.to_str().unwrap()],
     );
     assert!(!ok && err.contains("no such file"), "{err}");
-    let (ok, _, err) = client(
-        bob,
-        &passphrase,
-        &["sync", "--follow", "--download-dir", "x"],
-    );
-    assert!(!ok && err.contains("cannot be used with"), "{err}");
     let (ok, out, err) = client(bob, &passphrase, &["sync"]);
     assert!(ok, "{err}");
     assert!(out.contains("No new messages."), "{out}");
@@ -349,4 +343,64 @@ fn send_attach_and_sync_download_dir() {
     assert!(out.contains("attachment inr.pdf (application/pdf"), "{out}");
     // ulcer.jpg, its thumbnail, inr.pdf, inr (1).pdf.
     assert_eq!(std::fs::read_dir(&downloads).unwrap().count(), 4);
+
+    // `sync --follow --download-dir`: a file sent while bob follows is saved as it arrives.
+    let live = dir.path().join("live");
+    let mut follower = ward()
+        .arg("--profile")
+        .arg(bob)
+        .args(["--json", "sync", "--follow", "--download-dir"])
+        .arg(&live)
+        .env(passphrase[0].0, passphrase[0].1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The follower is connected once the directory exists and its first sync is done; send
+    // until a message shows up (the first may go before its WebSocket is open: the initial
+    // sync picks it up either way).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (ok, _, err) = client(
+        alice,
+        &passphrase,
+        &[
+            "send",
+            "--to",
+            "bob",
+            "--attach",
+            jpg.to_str().unwrap(),
+            "live photo",
+        ],
+    );
+    assert!(ok, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let line = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the follower printed the message");
+        if line.contains("live photo") {
+            break line;
+        }
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let a = &v["attachments"][0];
+    let saved = std::path::PathBuf::from(a["saved_path"].as_str().unwrap());
+    assert!(saved.starts_with(&live), "{v}");
+    let got = std::fs::read(&saved).unwrap();
+    assert!(!contains(&got, GPS), "metadata stripped before sending");
+    assert!(
+        Path::new(a["thumbnail_path"].as_str().unwrap()).exists(),
+        "{v}"
+    );
 }
