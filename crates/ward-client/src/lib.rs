@@ -51,7 +51,9 @@ pub use journal::{
 pub use profile::{AttachmentInfo, ConversationState, PROFILE_FILE, StoredMessage, ThumbnailInfo};
 use profile::{OutboxItem, Profile, ProfileData, StoredSession};
 pub use role::{AckChoice, RoleSent};
-pub use transfer::{Direction, MAX_PART_BYTES, Progress, ProgressFn, SavedAttachment};
+pub use transfer::{
+    Direction, MAX_PART_BYTES, Progress, ProgressFn, SavedAttachment, decrypt_stream_to_dir,
+};
 use transport::Api;
 pub use transport::{ca_fingerprint, tls_config};
 

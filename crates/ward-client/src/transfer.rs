@@ -396,19 +396,7 @@ impl WardClient {
         }
         let blob = descriptor.blob_id;
         let total = descriptor.ciphertext_len();
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHANNEL_CHUNKS);
-        let d = descriptor.clone();
-        let out = dir.to_path_buf();
-        let decrypt = tokio::task::spawn_blocking(move || {
-            decrypt_to_dir(
-                &d,
-                ChannelReader {
-                    rx,
-                    current: bytes::Bytes::new(),
-                },
-                &out,
-            )
-        });
+        let (tx, decrypt) = spawn_decrypt(descriptor, dir);
         let fetched = self
             .fetch_ranges(blob, total, &descriptor.file_name, &tx, &mut progress)
             .await;
@@ -595,6 +583,58 @@ impl WardClient {
 
 /// A blocking reader over the chunks a download task sends (`decrypt_to_dir` runs on a
 /// blocking thread). An `Err` item or a closed channel ends it.
+/// Starts [`decrypt_to_dir`] on a blocking thread; the caller feeds the ciphertext into the
+/// sender (an `Err` makes the decryption fail and leave nothing), drops it at the end, and
+/// awaits the handle for the path written.
+fn spawn_decrypt(
+    descriptor: &AttachmentDescriptor,
+    dir: &Path,
+) -> (
+    tokio::sync::mpsc::Sender<io::Result<bytes::Bytes>>,
+    tokio::task::JoinHandle<Result<PathBuf, AttachmentFileError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHANNEL_CHUNKS);
+    let (d, out) = (descriptor.clone(), dir.to_path_buf());
+    let decrypt = tokio::task::spawn_blocking(move || {
+        decrypt_to_dir(
+            &d,
+            ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            },
+            &out,
+        )
+    });
+    (tx, decrypt)
+}
+
+/// Verifies and decrypts a ciphertext stream (from the server's object store, say) into `dir`
+/// as [`decrypt_to_dir`] does, without holding it in memory. Stops at the stream's first error
+/// and leaves nothing behind then.
+pub async fn decrypt_stream_to_dir<S>(
+    descriptor: &AttachmentDescriptor,
+    mut ciphertext: S,
+    dir: &Path,
+) -> Result<PathBuf, AttachmentFileError>
+where
+    S: futures_util::Stream<Item = io::Result<bytes::Bytes>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let (tx, decrypt) = spawn_decrypt(descriptor, dir);
+    while let Some(chunk) = ciphertext.next().await {
+        let failed = chunk.is_err();
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    decrypt.await.map_err(|e| AttachmentFileError::Io {
+        what: "the decryption task failed in",
+        path: dir.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?
+}
+
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
     current: bytes::Bytes,

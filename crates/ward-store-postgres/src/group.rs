@@ -18,8 +18,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
@@ -45,21 +45,7 @@ pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     /// Told of every accepted append, in commit order (ADR 0020).
-    append_listener: Arc<ListenerSlot>,
-}
-
-/// Where the append listener is registered (once).
-#[derive(Default)]
-struct ListenerSlot(OnceLock<AppendListener>);
-
-impl std::fmt::Debug for ListenerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "registered"
-        } else {
-            "none"
-        })
-    }
+    append_listener: Arc<ward_store::AppendListenerSlot>,
 }
 
 #[derive(Debug, Default)]
@@ -151,12 +137,12 @@ impl GroupCommit {
 impl GroupCommit {
     /// Register the listener for accepted appends; `false` if one is registered already.
     pub(crate) fn set_append_listener(&self, listener: AppendListener) -> bool {
-        self.append_listener.0.set(listener).is_ok()
+        self.append_listener.set(listener)
     }
 
     /// The registered listener, if any.
     pub(crate) fn append_listener(&self) -> Option<AppendListener> {
-        self.append_listener.0.get().cloned()
+        self.append_listener.get()
     }
 }
 

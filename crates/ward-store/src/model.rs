@@ -327,6 +327,32 @@ pub struct AppendRequest {
 /// writer, so it must return at once (queue the work elsewhere) and must not panic.
 pub type AppendListener = std::sync::Arc<dyn Fn(&AppendOutcome) + Send + Sync>;
 
+/// Where a backend keeps its [`AppendListener`]: registered at most once.
+#[derive(Default)]
+pub struct AppendListenerSlot(std::sync::OnceLock<AppendListener>);
+
+impl AppendListenerSlot {
+    /// Register `listener`; `false` if one is registered already.
+    pub fn set(&self, listener: AppendListener) -> bool {
+        self.0.set(listener).is_ok()
+    }
+
+    /// The registered listener, if any.
+    pub fn get(&self) -> Option<AppendListener> {
+        self.0.get().cloned()
+    }
+}
+
+impl std::fmt::Debug for AppendListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "registered"
+        } else {
+            "none"
+        })
+    }
+}
+
 /// An appended (or found) envelope.
 #[allow(
     clippy::large_enum_variant,

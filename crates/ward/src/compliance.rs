@@ -22,7 +22,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Args, Subcommand};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -603,30 +602,8 @@ impl Source {
                     .export_blob(&compliance_actor(), d.blob_id, None)
                     .await
                     .map_err(|e| e.message)?;
-                let (tx, rx) = tokio::sync::mpsc::channel(8);
-                let (desc, out) = (d.clone(), dir.to_path_buf());
-                let decrypt = tokio::task::spawn_blocking(move || {
-                    ward_client::attachments::decrypt_to_dir(
-                        &desc,
-                        ChannelReader {
-                            rx,
-                            current: Default::default(),
-                            at: 0,
-                        },
-                        &out,
-                    )
-                });
-                let mut body = download.body;
-                while let Some(chunk) = body.next().await {
-                    let failed = chunk.is_err();
-                    if tx.send(chunk).await.is_err() || failed {
-                        break;
-                    }
-                }
-                drop(tx);
-                decrypt
+                ward_client::decrypt_stream_to_dir(d, download.body, dir)
                     .await
-                    .map_err(|e| format!("the decryption task failed: {e}"))?
                     .map_err(|e| e.to_string())
             }
         }
@@ -644,32 +621,6 @@ impl Source {
             services.audit.checkpoint().await.ok();
         }
         Ok(())
-    }
-}
-
-/// A blocking reader over the chunks of an async stream (for the decryptor's thread).
-struct ChannelReader<B> {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<B>>,
-    current: B,
-    at: usize,
-}
-
-impl<B: AsRef<[u8]>> std::io::Read for ChannelReader<B> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.current.as_ref().len() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.current = chunk?;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let left = &self.current.as_ref()[self.at..];
-        let n = buf.len().min(left.len());
-        buf[..n].copy_from_slice(&left[..n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

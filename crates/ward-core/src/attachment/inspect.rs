@@ -316,7 +316,7 @@ fn clean_jpeg_tail(tail: &[u8], out: &mut Vec<u8>) -> Result<(), AttachmentError
 }
 
 /// The lowercase `type/subtype` of a media type, without parameters.
-fn essence(media_type: &str) -> String {
+pub(super) fn essence(media_type: &str) -> String {
     media_type
         .split(';')
         .next()

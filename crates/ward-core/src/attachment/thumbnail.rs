@@ -14,6 +14,8 @@ use std::io::Cursor;
 use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
+use super::inspect::essence;
+
 /// The thumbnail fits within this many pixels on each side (aspect ratio kept, never
 /// upscaled).
 pub const THUMBNAIL_MAX_SIDE: u32 = 320;
@@ -213,15 +215,6 @@ fn source_format(media_type: &str) -> Option<ImageFormat> {
         "image/gif" => Some(ImageFormat::Gif),
         _ => None,
     }
-}
-
-fn essence(media_type: &str) -> String {
-    media_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
 }
 
 fn decode_error(e: ImageError, max_alloc: u64) -> ThumbnailError {
