@@ -581,6 +581,7 @@ impl Services {
             after = last.archive_seq;
             let mut doomed = Vec::new();
             let mut doomed_ids = Vec::new();
+            let mut by_conversation: BTreeMap<ConversationId, Vec<MessageId>> = BTreeMap::new();
             for e in &page {
                 let kind = match kinds.get(&e.conversation_id) {
                     Some(k) => *k,
@@ -610,6 +611,10 @@ impl Services {
                     Verdict::Delete(_) => {
                         doomed.push(e.archive_seq);
                         doomed_ids.push(e.message_id);
+                        by_conversation
+                            .entry(e.conversation_id)
+                            .or_default()
+                            .push(e.message_id);
                     }
                     Verdict::Keep(KeepReason::LegalHold(h)) => {
                         *kept_hold.entry(h).or_default() += 1
@@ -625,13 +630,6 @@ impl Services {
                 let n = self.store.delete_archive_entries(&doomed).await?;
                 deleted += n;
                 // Blobs kept for the journal copy go with it once the envelope is gone too.
-                let mut by_conversation: BTreeMap<ConversationId, Vec<MessageId>> = BTreeMap::new();
-                for e in page.iter().filter(|e| doomed.contains(&e.archive_seq)) {
-                    by_conversation
-                        .entry(e.conversation_id)
-                        .or_default()
-                        .push(e.message_id);
-                }
                 let reason = match rule {
                     DeleteRule::Lifespan => "journal_retention",
                     DeleteRule::Erasure => DeleteRule::Erasure.as_str(),
