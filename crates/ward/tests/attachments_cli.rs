@@ -132,6 +132,14 @@ fn send_attach_and_sync_download_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ward-data");
     let server = Server::start(&data);
+    // ADR 0022: the server runs with glibc's mmap threshold fixed (same pid after its exec).
+    let environ = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|v| v == b"MALLOC_MMAP_THRESHOLD_=1048576"),
+        "ward serve re-executed itself with the fixed threshold"
+    );
     let ca = data.join("tls/ca.pem");
     let ca = ca.to_str().unwrap();
     let passphrase = [("WARD_PASSPHRASE", "a passphrase for the profile")];
